@@ -1,0 +1,39 @@
+# Two commands a newcomer needs: `make run` (whole pipeline) and `make test` (the test suite).
+# Each creates .venv when missing and installs the pinned set from requirements.lock.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Model hubs are unreachable here and the defaults are embedded; never wait on the network.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export NO_MKDOCS_2_WARNING := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: install run test docs serve-docs clean
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: any other request can pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	dvc repro
+
+test: install
+	pytest
+
+docs: install
+	mkdocs build --strict
+
+serve-docs: install
+	mkdocs serve
+
+clean:
+	rm -rf reports/notebooks site

@@ -1,0 +1,58 @@
+"""The kit's exception family: every error a user can cause names what is wrong and where.
+CLI commands catch `KitError`, print its message and exit non-zero; anything else is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "KitError",
+    "ParamsError",
+    "DataError",
+    "NotebookError",
+    "UnknownParameterError",
+    "QualityGateError",
+]
+
+
+class KitError(Exception):
+    """Base of all errors the kit raises on purpose."""
+
+
+class ParamsError(KitError):
+    """params.yaml does not match the schema; `lines` holds one `key.path: message` per problem."""
+
+    def __init__(self, path: str | Path, lines: list[str]):
+        self.path = Path(path)
+        self.lines = lines
+        super().__init__(f"{self.path}: {len(lines)} error(s)\n" + "\n".join(lines))
+
+
+class DataError(KitError):
+    """Input data is unusable: names the file and the column or rows at fault."""
+
+
+class UnknownParameterError(KitError):
+    """papermill would inject a parameter that the notebook's `parameters` cell does not declare."""
+
+    def __init__(self, notebook: str | Path, unknown: list[str], declared: list[str]):
+        self.notebook, self.unknown, self.declared = Path(notebook), unknown, declared
+        super().__init__(
+            f"{self.notebook}: parameters cell does not declare {', '.join(unknown)} "
+            f"(declared: {', '.join(declared) or 'nothing'})"
+        )
+
+
+class NotebookError(KitError):
+    """A cell of a stage notebook raised; carries the cell and where the partial output notebook is."""
+
+    def __init__(self, stage: str, output: str | Path, cell_index: int | None, ename: str, evalue: str):
+        self.stage, self.output, self.cell_index, self.ename, self.evalue = stage, Path(output), cell_index, ename, evalue
+        where = f"cell {cell_index}" if cell_index is not None else "a cell"
+        super().__init__(
+            f"stage {stage!r} failed in {where}: {ename}: {evalue}\npartial output notebook: {self.output}"
+        )
+
+
+class QualityGateError(KitError):
+    """A metric fell below the gate set in params; the artefacts are still written for inspection."""
