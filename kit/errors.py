@@ -12,6 +12,9 @@ __all__ = [
     "NotebookError",
     "UnknownParameterError",
     "QualityGateError",
+    "DeployError",
+    "ClusterUnavailableError",
+    "ModelDirError",
 ]
 
 
@@ -56,3 +59,15 @@ class NotebookError(KitError):
 
 class QualityGateError(KitError):
     """A metric fell below the gate set in params; the artefacts are still written for inspection."""
+
+
+class DeployError(KitError):
+    """Rendering, validating, scanning or applying the deployment failed (names the manifest or file at fault)."""
+
+
+class ClusterUnavailableError(DeployError):
+    """No Kubernetes cluster to talk to: no kubeconfig / in-cluster config, or the API server is unreachable."""
+
+
+class ModelDirError(KitError):
+    """The serving model dir is missing a file or holds one that cannot be read (names the file and the problem)."""

@@ -97,14 +97,57 @@ class ModelParams(_Section):
 class TrainParams(_Section):
     """Fine-tuning with the transformers Trainer (stage `finetune`)."""
 
-    seed: int = Field(42, ge=0)
-    learning_rate: float = Field(5e-5, gt=0, le=1)
+    seed: int = Field(42, ge=0, description="Seed of model init, dropout, data order and train-row sampling.")
+    learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate (AdamW).")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="Learning-rate schedule after warmup."
+    )
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of the optimizer steps spent warming up.")
+    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
     epochs: float = Field(1.0, gt=0, description="Epochs (ignored when max_steps > 0).")
-    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
-    batch_size: int = Field(32, ge=1)
-    eval_batch_size: int = Field(128, ge=1)
-    threads: int = Field(2, ge=1, description="torch intra-op threads.")
-    min_macro_f1: float = Field(0.0, ge=0, le=1, description="Quality gate on test macro-F1.")
+    max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (-1: use epochs).")
+    batch_size: int = Field(32, ge=1, description="Training batch size summed over all processes (torchrun splits it).")
+    eval_batch_size: int = Field(128, ge=1, description="Batch size for validation and test predictions.")
+    max_train_rows: int | None = Field(
+        8000, ge=1, description="Train on at most this many rows, sampled deterministically from the train split "
+        "(None: all). Keeps the default stage inside its CPU time budget."
+    )
+    max_eval_rows: int | None = Field(
+        1000, ge=1, description="Rows of the validation split used by the periodic evaluation (None: all). "
+        "The final test evaluation always uses the whole test split."
+    )
+    eval_steps: int = Field(50, ge=1, description="Evaluate validation macro-F1 every this many optimizer steps.")
+    save_steps: int = Field(
+        50, ge=1, description="Write a resumable checkpoint every this many steps (a multiple of eval_steps)."
+    )
+    logging_steps: int = Field(10, ge=1, description="Log training loss every this many steps.")
+    early_stopping_patience: int = Field(
+        3, ge=0, description="Stop after this many evaluations without a better validation macro-F1 (0: never)."
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (the best one is kept as well).")
+    checkpoint_dir: str = Field(
+        "checkpoints/finetune", description="Where resumable checkpoints go; outside DVC outputs so a rerun finds them."
+    )
+    group_by_length: bool = Field(True, description="Batch texts of similar length together (less padding).")
+    pad_to_max_length: bool = Field(
+        False, description="Pad every batch to model.max_length instead of its longest text (slower; for comparison)."
+    )
+    deterministic: bool = Field(
+        True, description="torch deterministic algorithms + full seeding, for bitwise-identical reruns."
+    )
+    threads: int = Field(2, ge=1, description="torch intra-op threads (divided among torchrun processes).")
+    min_macro_f1: float = Field(0.0, ge=0, le=1, description="Quality gate: the stage fails when test macro-F1 is lower.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainParams":
+        if self.max_steps == 0:
+            raise ValueError("max_steps must be -1 (use epochs) or a positive number of steps")
+        if self.save_steps % self.eval_steps:
+            raise ValueError(
+                f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}): "
+                "the best model is picked among saved checkpoints"
+            )
+        return self
 
 
 # ----------------------------------------------------------------------------------------- optimize
@@ -122,22 +165,125 @@ class OptimizeParams(_Section):
 
 # -------------------------------------------------------------------------------------------- serve
 class ServeParams(_Section):
-    """The HTTP model server (`kit serve`)."""
+    """The HTTP model server (`kit serve`): micro-batching, request limits, shutdown and telemetry."""
 
-    host: str = Field("127.0.0.1")
-    port: int = Field(8000, ge=1, le=65535)
-    max_batch_size: int = Field(32, ge=1, description="Micro-batch size limit.")
-    max_delay_ms: float = Field(5.0, ge=0, description="Longest wait to fill a micro-batch.")
-    threads: int = Field(2, ge=1)
+    host: str = Field("127.0.0.1", description="Address to bind (0.0.0.0 inside a container).")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Micro-batch size limit, in texts.")
+    max_delay_ms: float = Field(
+        5.0, ge=0, le=10_000, description="Longest wait for more requests to fill a micro-batch (0: run what is queued)."
+    )
+    threads: int = Field(2, ge=1, le=256, description="ONNX Runtime intra-op threads (one inference at a time).")
+    max_length: int = Field(
+        64, ge=8, le=512, description="Truncation length in tokens when the model dir has no serving.json."
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, le=64 * 1_048_576, description="Largest request body; larger gets 413 before parsing."
+    )
+    max_texts_per_request: int = Field(256, ge=1, le=100_000, description="Most texts one request may carry.")
+    max_chars_per_text: int = Field(2000, ge=1, le=1_000_000, description="Longest text, in characters.")
+    graceful_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="On SIGTERM, longest wait for in-flight requests before cancelling them."
+    )
+    access_log: bool = Field(True, description="One JSON line per request on stdout.")
+    otel_enabled: bool = Field(False, description="Trace requests with OpenTelemetry (exported over OTLP/HTTP).")
+    otel_endpoint: str = Field(
+        "http://localhost:4318/v1/traces", description="OTLP/HTTP traces endpoint (used when otel_enabled)."
+    )
+    otel_service_name: str = Field("kit-serve", min_length=1, description="service.name resource of the spans.")
 
 
 # ------------------------------------------------------------------------------------------- deploy
 class DeployParams(_Section):
-    """Container image and Kubernetes manifests (stage `deploy`)."""
+    """Load test of the server, container image and Kubernetes manifests (stage `deploy`, `kit deploy ...`)."""
 
+    # -- load test (kit/loadtest.py)
+    concurrency_levels: list[int] = Field(
+        default_factory=lambda: [1, 8, 16, 32],
+        min_length=1,
+        description="Closed-loop client counts to load-test at; each client sends one single-text request at a time.",
+    )
+    ratio_concurrency: int | None = Field(
+        16,
+        ge=1,
+        description="Concurrency level whose throughput is compared with the bare model (must be in "
+        "concurrency_levels). None: the highest level whose p99 meets p99_target_ms.",
+    )
+    nobatch_levels: list[int] | None = Field(
+        None, description="Levels also run with micro-batching off (max batch 1). None: all concurrency_levels."
+    )
+    duration_s: float = Field(10.0, gt=0, le=600, description="Measured seconds per concurrency level.")
+    warmup_s: float = Field(2.0, ge=0, le=60, description="Unmeasured load before each level (fills caches, pools).")
+    p99_target_ms: float = Field(100.0, gt=0, description="Latency objective for single-text requests (p99).")
+    max_texts: int = Field(2000, ge=1, description="Test texts the load and the bare benchmark draw from.")
+    bare_seconds: float = Field(
+        5.0, gt=0, le=600, description="Seconds the bare-model benchmark (ceiling) runs at batch serve.max_batch_size."
+    )
+    sample_interval_s: float = Field(0.25, gt=0, le=5, description="Server RSS/CPU sampling period during load.")
+    startup_timeout_s: float = Field(120.0, gt=0, description="Longest wait for a started server to report ready.")
+    # -- image and manifests (kit/k8s.py)
     image: str = Field("ghcr.io/example/kit-serve:0.1.0", description="Image reference the manifests use.")
-    namespace: str = Field("kit")
-    k8s_version: str = Field("1.33.0", description="Kubernetes version the manifests are validated against.")
+    image_digest: str | None = Field(
+        None,
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="Pinned digest of `image` (sha256:...). None: the tag is used and checkov's digest check is "
+        "skipped with a reason written in the manifest.",
+    )
+    name: str = Field(
+        "kit-serve", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40, description="Name of every object."
+    )
+    namespace: str = Field("kit", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    k8s_version: str = Field(
+        "1.33.0", pattern=r"^\d+\.\d+(\.\d+)?$", description="Kubernetes version the manifests are validated against."
+    )
+    out_dir: str = Field("deploy/k8s", description="Where `kit deploy render` writes the manifests.")
+    container_port: int = Field(8000, ge=1024, le=65535, description="Port the server listens on in the pod.")
+    replicas: int = Field(2, ge=1, description="Initial replicas (the HPA takes over).")
+    min_replicas: int = Field(2, ge=1, description="HPA floor; 2 keeps serving through one disruption.")
+    max_replicas: int = Field(10, ge=1, description="HPA ceiling.")
+    cpu_target_percent: int = Field(70, ge=10, le=100, description="HPA average CPU utilisation target (of requests).")
+    headroom: float = Field(
+        1.5, ge=1, le=10, description="Factor on the measured peak RSS and CPU when sizing requests."
+    )
+    default_cpu_cores: float = Field(1.0, gt=0, description="CPU request when reports/serve.json holds no measurement.")
+    default_memory_mib: int = Field(512, ge=64, description="Memory request when no measurement exists.")
+    min_memory_mib: int = Field(128, ge=32, description="Floor of the memory request.")
+    cpu_limit_cores: float | None = Field(
+        None, gt=0, description="CPU limit. None: serve.threads (the server never uses more intra-op threads)."
+    )
+    memory_limit_factor: float = Field(1.0, ge=1, le=4, description="Memory limit = request x this (1: no overcommit).")
+    prestop_sleep_s: int = Field(
+        5, ge=0, le=60, description="preStop sleep so endpoints drop the pod before the server stops accepting."
+    )
+    drain_timeout_s: int = Field(20, ge=1, le=600, description="Time the server gets to finish in-flight requests.")
+    startup_budget_s: int = Field(
+        60, ge=5, le=1800, description="Least time the startup probe allows (the measured cold start x headroom if larger)."
+    )
+    scale_to_zero: Literal["knative", "kserve", "none"] = Field(
+        "knative", description="Serverless variant rendered for spiky traffic (min scale 0)."
+    )
+    scale_to_zero_max_scale: int = Field(10, ge=1, description="Most replicas of the serverless variant.")
+    scale_to_zero_retention: str = Field(
+        "60s", pattern=r"^\d+(s|m)$", description="How long the last replica stays after traffic stops."
+    )
+    batch_shards: int = Field(4, ge=1, le=1000, description="Indexed Job completions: one pod per input shard.")
+    batch_parallelism: int = Field(2, ge=1, description="Shards scored at the same time.")
+    batch_pvc: str = Field("kit-batch-data", description="PersistentVolumeClaim holding batch input and output.")
+    batch_storage: str = Field("1Gi", pattern=r"^\d+(Mi|Gi|Ti)$", description="Size of that claim.")
+    batch_input: str = Field("/data/input.parquet", description="Parquet file (in the claim) the Job scores.")
+    batch_output: str = Field("/data/scores", description="Directory (in the claim) each shard writes its part to.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DeployParams":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        if any(c < 1 for c in self.concurrency_levels):
+            raise ValueError("concurrency_levels must be positive")
+        if self.ratio_concurrency is not None and self.ratio_concurrency not in self.concurrency_levels:
+            raise ValueError(f"ratio_concurrency {self.ratio_concurrency} is not in concurrency_levels")
+        if self.nobatch_levels is not None and not set(self.nobatch_levels) <= set(self.concurrency_levels):
+            raise ValueError("nobatch_levels must be a subset of concurrency_levels")
+        return self
 
 
 # ------------------------------------------------------------------------------------------ monitor

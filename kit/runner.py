@@ -69,6 +69,8 @@ class _RawHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.getMessage()
+        if msg.startswith(("Executing Cell", "Ending Cell")):
+            return  # the cell progress bar already says where we are
         stream = sys.stderr
         stream.write(msg if msg.endswith(("\n", "\r")) else msg + "\n")
         stream.flush()
@@ -116,7 +118,6 @@ def run_stage(name: str, params_file: str | Path = "params.yaml", root: str | Pa
     pm_log.propagate = False
     # Fewer, ASCII progress updates read well both in the executed notebook and in a CI log.
     os.environ.setdefault("TQDM_MININTERVAL", "5")
-    os.environ.setdefault("TQDM_ASCII", "1")
     os.environ.setdefault("TQDM_NCOLS", "100")
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     kernels = _kernel_dir()
