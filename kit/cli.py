@@ -67,6 +67,38 @@ def run(
 # Commands below are owned by their stage modules; keep each block self-contained.
 
 
+# --- serve (owner: kit/serve.py) -------------------------------------------------------------------------------
+@app.command("serve")
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="serving model dir (models/serving from the optimize stage)")],
+    host: Annotated[Optional[str], typer.Option("--host", help="bind address (default: serve.host)")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="TCP port (default: serve.port)")] = None,
+    params_file: Annotated[
+        Optional[Path], typer.Option("--params", help="params file (default: params.yaml if present, else defaults)")
+    ] = None,
+) -> None:
+    """Serve MODEL_DIR over HTTP (POST /predict, /healthz, /readyz, /metrics) until SIGTERM, which drains and exits 0."""
+    from kit.errors import ParamsError
+    from kit.params import ServeParams, load_params
+
+    try:
+        # A container may start with only a model dir: without --params and params.yaml the schema defaults apply.
+        if params_file is None and not Path("params.yaml").exists():
+            serve_params = ServeParams()
+        else:
+            serve_params = load_params(params_file or Path("params.yaml")).serve
+    except ParamsError as exc:
+        for line in exc.lines:
+            typer.echo(line, err=True)
+        raise typer.Exit(1)
+    from kit.serve import run as run_server  # imports onnxruntime, fastapi, uvicorn; never torch
+
+    try:
+        run_server(model_dir, serve_params, host=host, port=port)
+    except KitError as exc:
+        _fail(exc)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

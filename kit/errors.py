@@ -15,6 +15,7 @@ __all__ = [
     "DeployError",
     "ClusterUnavailableError",
     "ModelDirError",
+    "ParityError",
 ]
 
 
@@ -71,3 +72,14 @@ class ClusterUnavailableError(DeployError):
 
 class ModelDirError(KitError):
     """The serving model dir is missing a file or holds one that cannot be read (names the file and the problem)."""
+
+
+class ParityError(KitError):
+    """An exported ONNX graph's logits differ from PyTorch's beyond the tolerance (gives the max difference)."""
+
+    def __init__(self, path: str | Path, max_diff: float, tolerance: float, detail: str = ""):
+        self.path, self.max_diff, self.tolerance = Path(path), max_diff, tolerance
+        super().__init__(
+            f"{self.path}: ONNX Runtime logits differ from PyTorch by up to {max_diff:.3g} "
+            f"(tolerance {tolerance:.3g})" + (f"; {detail}" if detail else "")
+        )

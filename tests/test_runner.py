@@ -1,0 +1,74 @@
+"""Notebook runner checks: injected params land in the notebook, undeclared params and failing cells are errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from kit import runner
+from kit.errors import NotebookError, UnknownParameterError
+from kit.params import load_params
+
+
+def make_project(tmp_path: Path, cells: list[str], declare: str = "data = None") -> Path:
+    (tmp_path / "params.yaml").write_text("data:\n  seed: 5\n")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(declare)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params] + [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    (tmp_path / "nb.ipynb").write_text(nbformat.writes(nb))
+    return tmp_path
+
+
+@pytest.fixture
+def stage(monkeypatch):
+    s = runner.Stage("probe", "nb.ipynb", ("data",))
+    monkeypatch.setitem(runner.STAGES, "probe", s)
+    return s
+
+
+def test_stage_parameters_are_whole_sections_with_defaults(tmp_path):
+    params = load_params(make_project(tmp_path, []) / "params.yaml")
+    injected = runner.stage_parameters(runner.STAGES["data"], params)
+    assert list(injected) == ["data"]
+    assert injected["data"]["seed"] == 5 and injected["data"]["source"] == "embedded"
+
+
+def test_runs_on_project_kernel_with_injected_params(tmp_path, stage):
+    root = make_project(tmp_path, ["import sys, os\nprint(sys.executable, data['seed'], os.getcwd())"])
+    out = runner.run_stage("probe", root=root)
+    assert out == root / "reports/notebooks/nb.ipynb"
+    text = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []))
+    import sys
+
+    assert f"{sys.executable} 5 {root}" in text
+
+
+def test_undeclared_parameter_is_an_error(tmp_path, stage):
+    root = make_project(tmp_path, ["pass"], declare="other = None")
+    with pytest.raises(UnknownParameterError, match="does not declare data"):
+        runner.run_stage("probe", root=root)
+    assert not (root / "reports").exists()
+
+
+def test_failing_cell_reports_cell_error_and_partial_notebook(tmp_path, stage):
+    root = make_project(tmp_path, ["x = 1", "raise ValueError('bad column zap')", "print('never')"])
+    with pytest.raises(NotebookError) as info:
+        runner.run_stage("probe", root=root)
+    err = info.value
+    assert (err.ename, err.evalue) == ("ValueError", "bad column zap")
+    assert err.output.is_file() and "partial output notebook" in str(err)
+    assert err.cell_index is not None
+    cells = nbformat.read(err.output, as_version=4).cells
+    assert any(o.get("ename") == "ValueError" for c in cells for o in c.get("outputs", []))
+
+
+def test_unknown_stage():
+    from kit.errors import KitError
+
+    with pytest.raises(KitError, match="unknown stage 'nope'"):
+        runner.run_stage("nope")
