@@ -16,6 +16,7 @@ __all__ = [
     "ClusterUnavailableError",
     "ModelDirError",
     "ParityError",
+    "TrainingInterrupted",
 ]
 
 
@@ -82,4 +83,15 @@ class ParityError(KitError):
         super().__init__(
             f"{self.path}: ONNX Runtime logits differ from PyTorch by up to {max_diff:.3g} "
             f"(tolerance {tolerance:.3g})" + (f"; {detail}" if detail else "")
+        )
+
+
+class TrainingInterrupted(KitError):
+    """Training stopped on SIGTERM after writing a checkpoint; rerunning the stage resumes from it."""
+
+    def __init__(self, step: int, checkpoint: str | Path):
+        self.step, self.checkpoint = step, Path(checkpoint)
+        super().__init__(
+            f"training interrupted by SIGTERM at step {step}; checkpoint written to {self.checkpoint} "
+            "(rerun the stage to resume from it)"
         )

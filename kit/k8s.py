@@ -298,7 +298,7 @@ def _deployment(params: Params, sz: Sizing) -> Any:
                     enable_service_links=False,
                     security_context=_pod_security(k8s),
                     # preStop sleep + the server's drain + a margin before SIGKILL.
-                    termination_grace_period_seconds=d.prestop_sleep_s + d.drain_timeout_s + 5,
+                    termination_grace_period_seconds=d.prestop_sleep_s + math.ceil(params.serve.graceful_timeout_s) + 5,
                     containers=[_server_container(params, sz)],
                     volumes=[tmp_vol],
                     topology_spread_constraints=[

@@ -253,9 +253,12 @@ class DeployParams(_Section):
     )
     memory_limit_factor: float = Field(1.0, ge=1, le=4, description="Memory limit = request x this (1: no overcommit).")
     prestop_sleep_s: int = Field(
-        5, ge=0, le=60, description="preStop sleep so endpoints drop the pod before the server stops accepting."
+        5,
+        ge=0,
+        le=60,
+        description="preStop sleep so endpoints drop the pod before the server stops accepting; the grace period is "
+        "this + serve.graceful_timeout_s (the server's drain) + 5 s.",
     )
-    drain_timeout_s: int = Field(20, ge=1, le=600, description="Time the server gets to finish in-flight requests.")
     startup_budget_s: int = Field(
         60, ge=5, le=1800, description="Least time the startup probe allows (the measured cold start x headroom if larger)."
     )
@@ -380,7 +383,7 @@ def reference_markdown() -> str:
             ann = f.annotation.__name__ if isinstance(f.annotation, type) else str(f.annotation).replace("typing.", "")
             ann = ann.replace("|", "\\|")
             desc = (f.description or "").replace("|", "\\|")
-            bounds = ", ".join(repr(m) for m in f.metadata)  # e.g. Gt(gt=0)
+            bounds = ", ".join(f"`{m!r}`".replace("|", "\\|") for m in f.metadata)  # e.g. `Gt(gt=0)`
             out.append(f"| `{section}.{key}` | `{ann}` | `{default!r}` | {desc}{' (' + bounds + ')' if bounds else ''} |")
         out.append("")
     return "\n".join(out)

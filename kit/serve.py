@@ -274,6 +274,9 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         version=meta.version,
         lifespan=lifespan,
         description=f"Text classification with labels {meta.labels}.",
+        # FastAPI's native telemetry would follow any global OpenTelemetry provider; tracing here is opt-in through
+        # serve.otel_enabled (the contrib instrumentor below), so switch the native one off: no per-request cost.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.kit = st
 
