@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from kit.batching import MicroBatcher, ModelMeta, ModelUnavailable, OnnxTextClassifier, read_model_dir
 from kit.errors import KitError
@@ -102,11 +103,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"body is {int(declared)} bytes, more than the {limit} allowed")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"body is more than the {limit} bytes allowed")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"body is more than the {limit} bytes allowed")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody will read the answer; record it as the client's fault, not a server error
+        raise RequestError(400, "client disconnected before sending the whole body") from None
     return b"".join(chunks)
 
 
