@@ -281,6 +281,7 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         # FastAPI's native telemetry would follow any global OpenTelemetry provider; tracing here is opt-in through
         # serve.otel_enabled (the contrib instrumentor below), so switch the native one off: no per-request cost.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        redirect_slashes=False,  # "/predict/" is a 404 with a JSON error, not a redirect clients may not follow
     )
     app.state.kit = st
 

@@ -1,0 +1,80 @@
+"""End to end: `dvc repro` on tiny params in a temp copy of the repo, then what a second run and param edits rerun.
+Also runs every stage notebook under nbval (--nbval-lax) in such a copy."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, copy_project, run_env
+
+pytestmark = pytest.mark.slow
+STAGES = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+
+
+def sh(args: list[str], cwd: Path, timeout: int = 900, stdout_only: bool = False) -> str:
+    res = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=run_env(), timeout=timeout)
+    assert res.returncode == 0, f"{' '.join(args)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
+    return res.stdout if stdout_only else res.stdout + res.stderr
+
+
+def ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([\w-]+)'", output)
+
+
+def set_param(proj: Path, section: str, key: str, value) -> None:
+    path = proj / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params.setdefault(section, {})[key] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    proj = copy_project(tmp_path_factory.mktemp("e2e") / "proj")
+    (proj / "params.yaml").write_text((REPO / "tests/params_tiny.yaml").read_text())
+    return proj
+
+
+def test_repro_runs_every_stage_then_nothing(project):
+    out = sh(["dvc", "repro"], project)
+    assert ran(out) == STAGES
+    for split in ("train", "validation", "test"):
+        assert (project / "data" / f"{split}.parquet").stat().st_size > 0
+    assert (project / "reports/notebooks/01_data.ipynb").is_file()
+    metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], project, stdout_only=True))
+    data = metrics[""]["data"]["reports/data.json"]["data"]
+    assert data["rows_read"] == 38158 and data["rows"]["total"] == 900
+    assert ran(sh(["dvc", "repro"], project)) == []
+    assert "up to date" in sh(["dvc", "status"], project)
+
+
+def test_param_that_leaves_data_unchanged_reruns_only_data(project):
+    set_param(project, "data", "chunk_rows", 50_000)  # same rows, different chunking: identical Parquet
+    assert ran(sh(["dvc", "repro"], project)) == ["data"]
+
+
+def test_train_param_reruns_finetune_and_later_not_data(project):
+    if "finetune" not in STAGES:
+        pytest.skip("no finetune stage in dvc.yaml yet")
+    set_param(project, "train", "learning_rate", 1e-4)
+    assert ran(sh(["dvc", "repro"], project)) == STAGES[STAGES.index("finetune"):]
+
+
+def test_data_param_reruns_data_and_everything_downstream(project):
+    set_param(project, "data", "seed", 7)
+    assert ran(sh(["dvc", "repro"], project)) == STAGES
+
+
+def test_notebooks_pass_nbval(tmp_path):
+    proj = copy_project(tmp_path / "proj")
+    (proj / "params.yaml").write_text((REPO / "tests/params_tiny.yaml").read_text())
+    notebooks = sorted(str(p.relative_to(proj)) for p in (proj / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    out = sh(["python", "-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env", "-q",
+              "-o", "addopts=", "-o", "testpaths=", *notebooks], proj)
+    assert re.search(r"\d+ passed", out) and "failed" not in out, out
