@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -194,9 +195,13 @@ def _label_set(p: DataParams, root: Path) -> list[str]:
 
 def _dedup(chunks: Iterator[pd.DataFrame], p: DataParams, stats: _Stats) -> Iterator[pd.DataFrame]:
     """Drop exact duplicate texts (first occurrence kept) across all chunks, remembering only 8 bytes per text."""
+    from tqdm import tqdm
+
     seen = np.empty(0, dtype=np.uint64)
     offset = 0
+    bar = tqdm(desc="reading", unit=" rows", unit_scale=True, file=sys.stdout)
     for raw in chunks:
+        bar.update(len(raw))
         stats.rows_read += len(raw)
         df = clean_chunk(raw, p, offset)
         offset += len(raw)
@@ -208,6 +213,7 @@ def _dedup(chunks: Iterator[pd.DataFrame], p: DataParams, stats: _Stats) -> Iter
         stats.duplicates += int(dup.sum())
         seen = np.union1d(seen, h[~dup])
         yield df[~dup].assign(_h=h[~dup])
+    bar.close()
 
 
 def _split_hash(df: pd.DataFrame, p: DataParams) -> pd.Series:
@@ -301,6 +307,11 @@ def build_dataset(p: DataParams, root: str | Path = ".", report_path: str | Path
     }
     report["rows"]["total"] = sum(report["rows"][s] for s in SPLITS)
     report["_length_histogram"] = {s: stats.lengths[s].tolist() for s in SPLITS}
+    print(
+        f"{report['rows_read']:,} rows read, {report['duplicates_dropped']:,} duplicates dropped -> "
+        + ", ".join(f"{s} {report['rows'][s]:,}" for s in SPLITS),
+        file=sys.stdout,
+    )
     if report_path is not None:
         write_json(root / report_path, {k: v for k, v in report.items() if not k.startswith("_")})
     return report

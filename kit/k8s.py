@@ -809,7 +809,7 @@ def schema_validate(docs: Iterable[tuple[Path, dict[str, Any]]], version: str) -
     Returns:
         One row per manifest: file, kind, name, how it was checked, errors (empty when valid).
     """
-    import kubernetes_validate as kv
+    from kubernetes_validate import utils as kv
 
     rows = []
     for path, doc in docs:

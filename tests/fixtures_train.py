@@ -40,13 +40,13 @@ TINY_TRAIN: dict[str, Any] = {
 
 
 def synthetic_split(n: int, seed: int, noise: float = 0.08) -> pd.DataFrame:
-    """`n` rows of `text`, `label`, `label_id`; texts of 4-20 words so batches need real padding."""
+    """`n` rows of `text`, `label`, `label_id`; texts of 4-14 words so batches need real padding."""
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(n):
         y = int(rng.integers(0, 3))
-        words = list(rng.choice(_FILLER, size=int(rng.integers(3, 18))))
-        for _ in range(int(rng.integers(1, 3))):
+        words = list(rng.choice(_FILLER, size=int(rng.integers(2, 12))))
+        for _ in range(int(rng.integers(2, 4))):
             words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(_WORDS[y])))
         label = int(rng.integers(0, 3)) if rng.random() < noise else y
         rows.append({"text": " ".join(words), "label": LABELS[label], "label_id": label})

@@ -50,6 +50,9 @@ def test_repro_runs_every_stage_then_nothing(project):
     metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], project, stdout_only=True))
     data = metrics[""]["data"]["reports/data.json"]["data"]
     assert data["rows_read"] == 38158 and data["rows"]["total"] == 900
+    sh(["dvc", "plots", "show", "-o", "plots_html"], project)
+    html = (project / "plots_html" / "index.html").read_text()
+    assert "data_class_balance.png" in html and "data_text_length.png" in html
     assert ran(sh(["dvc", "repro"], project)) == []
     assert "up to date" in sh(["dvc", "status"], project)
 

@@ -1,0 +1,303 @@
+"""The serving model (ONNX Runtime session + `tokenizers` fast tokenizer, no torch) and the asyncio micro-batcher
+that groups concurrent requests into one model run, executed in a single worker thread so the event loop stays free."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kit.errors import ModelDirError
+
+__all__ = ["ModelMeta", "read_model_dir", "OnnxTextClassifier", "MicroBatcher", "ModelUnavailable"]
+
+REQUIRED_FILES = ("model.onnx", "tokenizer.json", "labels.json")
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What the server needs to know about a serving model dir before loading it."""
+
+    model_dir: Path
+    labels: list[str]
+    variant: str
+    version: str
+    max_length: int
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelDirError(f"{path}: cannot read JSON: {exc}") from None
+
+
+def read_model_dir(model_dir: str | Path, default_max_length: int) -> ModelMeta:
+    """Check a serving model dir and read its small metadata files (fast; the model itself is loaded later).
+
+    Args:
+        model_dir: dir with model.onnx, tokenizer.json, labels.json and optionally selection.json, serving.json.
+        default_max_length: truncation length when serving.json is absent.
+
+    Returns:
+        The metadata (selection.json absent: variant and version "unknown").
+
+    Raises:
+        ModelDirError: the dir or a required file is missing, or a JSON file is malformed.
+    """
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise ModelDirError(f"{d}: model dir not found")
+    missing = [f for f in REQUIRED_FILES if not (d / f).is_file()]
+    if missing:
+        raise ModelDirError(f"{d}: missing {', '.join(missing)} (expected the optimize stage's serving dir)")
+    labels = _read_json(d / "labels.json")
+    labels = labels.get("labels") if isinstance(labels, dict) else None
+    if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)):
+        raise ModelDirError(f"{d / 'labels.json'}: expected {{\"labels\": [at least two strings in id order]}}")
+    if len(set(labels)) != len(labels):
+        raise ModelDirError(f"{d / 'labels.json'}: labels must be unique, got {labels}")
+    selection = _read_json(d / "selection.json") if (d / "selection.json").is_file() else {}
+    serving = _read_json(d / "serving.json") if (d / "serving.json").is_file() else {}
+    max_length = serving.get("max_length", default_max_length) if isinstance(serving, dict) else default_max_length
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or not 2 <= max_length <= 8192:
+        raise ModelDirError(f"{d / 'serving.json'}: max_length must be an integer in [2, 8192], got {max_length!r}")
+    sel = selection if isinstance(selection, dict) else {}
+    return ModelMeta(d, labels, str(sel.get("variant", "unknown")), str(sel.get("version", "unknown")), max_length)
+
+
+class OnnxTextClassifier:
+    """Tokenise a batch (padded to its longest text only) and run the ONNX classifier; returns probabilities."""
+
+    def __init__(self, meta: ModelMeta, threads: int):
+        """Args:
+        meta: from `read_model_dir`.
+        threads: ONNX Runtime intra-op threads.
+
+        Raises:
+            ModelDirError: the tokenizer or the ONNX graph cannot be loaded, or the graph's output width differs
+                from the number of labels.
+        """
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        d = meta.model_dir
+        try:
+            tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+        except Exception as exc:  # the Rust side raises a bare Exception
+            raise ModelDirError(f"{d / 'tokenizer.json'}: cannot load tokenizer: {exc}") from None
+        pad = tok.padding or {}
+        # The shipped tokenizer.json pads to a fixed 128; pad to the batch's longest instead (less compute).
+        tok.enable_padding(
+            pad_id=pad.get("pad_id", 0), pad_type_id=pad.get("pad_type_id", 0), pad_token=pad.get("pad_token", "[PAD]")
+        )
+        tok.enable_truncation(max_length=meta.max_length)
+        self.tokenizer = tok
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1  # one inference at a time: parallelism lives inside the ops
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(d / "model.onnx"), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelDirError(f"{d / 'model.onnx'}: cannot load ONNX model: {exc}") from None
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        unknown = set(self.input_names) - {"input_ids", "attention_mask", "token_type_ids"}
+        if unknown or "input_ids" not in self.input_names:
+            raise ModelDirError(f"{d / 'model.onnx'}: unexpected inputs {self.input_names}")
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output_name = "logits" if "logits" in outputs else outputs[0]
+        width = self.session.get_outputs()[outputs.index(self.output_name)].shape[-1]
+        if isinstance(width, int) and width != len(meta.labels):
+            raise ModelDirError(f"{d}: model has {width} outputs but labels.json lists {len(meta.labels)} labels")
+        self.meta = meta
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        """Class probabilities, float32 [len(texts), num_labels]."""
+        encs = self.tokenizer.encode_batch(texts)
+        feeds = {"input_ids": np.array([e.ids for e in encs], dtype=np.int64)}
+        if "attention_mask" in self.input_names:
+            feeds["attention_mask"] = np.array([e.attention_mask for e in encs], dtype=np.int64)
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = np.array([e.type_ids for e in encs], dtype=np.int64)
+        logits = self.session.run([self.output_name], feeds)[0].astype(np.float32, copy=False)
+        z = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+
+class ModelUnavailable(Exception):
+    """The batcher cannot take work: the model failed to load, or the server is shutting down."""
+
+
+@dataclass
+class _Item:
+    texts: list[str]
+    future: asyncio.Future
+
+
+_STOP = object()  # ends the worker after everything queued before it
+_WAKE = object()  # interrupts a wait for more requests (drain started)
+
+
+class MicroBatcher:
+    """Queue texts from concurrent requests and run them together: up to `max_batch_size` texts per model run, waiting
+    at most `max_delay_s` after the first queued request for more. A request larger than a batch is split into chunks.
+    Requests are never split across a failure: if a batch raises, its requests are retried one by one so that only the
+    bad one fails."""
+
+    def __init__(
+        self,
+        max_batch_size: int,
+        max_delay_s: float,
+        on_batch: Callable[[int, float], None] | None = None,
+        on_queue: Callable[[int], None] | None = None,
+    ):
+        """Args:
+        max_batch_size: most texts per model run.
+        max_delay_s: longest wait for a batch to fill.
+        on_batch: called with (texts, seconds) after each model run (metrics).
+        on_queue: called with the change in queued texts (+n on submit, -n when taken into a batch).
+        """
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max_delay_s
+        self._on_batch = on_batch or (lambda n, s: None)
+        self._on_queue = on_queue or (lambda n: None)
+        self._queue: asyncio.Queue = asyncio.Queue()
+        # One thread: ONNX Runtime already uses `threads` cores per run; a second concurrent run would only contend.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kit-model")
+        self._predict: Callable[[list[str]], np.ndarray] | None = None
+        self._worker: asyncio.Task | None = None
+        self._flush = False
+        self._closed = False
+        self._error: str | None = None
+
+    def start(self, predict: Callable[[list[str]], np.ndarray]) -> None:
+        """Begin running queued work with `predict` (call inside the event loop, once the model is warm)."""
+        self._predict = predict
+        self._worker = asyncio.get_running_loop().create_task(self._run(), name="kit-micro-batcher")
+
+    def fail(self, message: str) -> None:
+        """The model will never be available: fail queued and future requests with `message`."""
+        self._error = message
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, _Item):
+                self._on_queue(-len(item.texts))
+                if not item.future.done():
+                    item.future.set_exception(ModelUnavailable(message))
+
+    def flush_now(self) -> None:
+        """Stop waiting for batches to fill (shutdown started): run queued work at once."""
+        self._flush = True
+        self._queue.put_nowait(_WAKE)
+
+    async def submit(self, texts: list[str]) -> np.ndarray:
+        """Queue `texts` and wait for their probabilities [len(texts), num_labels].
+
+        Raises:
+            ModelUnavailable: the model failed to load or the batcher is closed.
+        """
+        if self._error is not None:
+            raise ModelUnavailable(self._error)
+        if self._closed:
+            raise ModelUnavailable("server is shutting down")
+        loop = asyncio.get_running_loop()
+        step = self.max_batch_size
+        items = [_Item(texts[i : i + step], loop.create_future()) for i in range(0, len(texts), step)]
+        for item in items:
+            self._queue.put_nowait(item)
+        self._on_queue(len(texts))
+        if len(items) == 1:
+            return await items[0].future
+        return np.concatenate(await asyncio.gather(*(it.future for it in items)))
+
+    async def close(self) -> None:
+        """Refuse new work, finish everything queued, stop the worker and its thread."""
+        self._closed = True
+        self._flush = True
+        if self._worker is not None and not self._worker.done():
+            self._queue.put_nowait(_STOP)
+            await self._worker
+        self.executor.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        carry: _Item | None = None
+        stop = False
+        while not stop:
+            first = carry if carry is not None else await self._queue.get()
+            carry = None
+            if first is _STOP:
+                break
+            if first is _WAKE:
+                continue
+            batch, n = [first], len(first.texts)
+            deadline = loop.time() + self.max_delay_s
+            while n < self.max_batch_size:
+                try:
+                    nxt = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    timeout = deadline - loop.time()
+                    if self._flush or timeout <= 0:
+                        break
+                    try:
+                        nxt = await asyncio.wait_for(self._queue.get(), timeout)
+                    except TimeoutError:
+                        break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                if nxt is _WAKE:
+                    break
+                if n + len(nxt.texts) > self.max_batch_size:
+                    carry = nxt  # keeps FIFO order: it opens the next batch
+                    break
+                batch.append(nxt)
+                n += len(nxt.texts)
+            await self._run_batch(batch, n)
+
+    async def _run_batch(self, batch: list[_Item], n: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._on_queue(-n)
+        live = [it for it in batch if not it.future.done()]  # a cancelled request (client gone) costs nothing
+        if not live:
+            return
+        texts = live[0].texts if len(live) == 1 else [t for it in live for t in it.texts]
+        t0 = time.perf_counter()
+        try:
+            probs = await loop.run_in_executor(self.executor, self._predict, texts)
+        except Exception as exc:
+            if len(live) == 1:
+                _resolve(live[0].future, exc=exc)
+                return
+            for it in live:  # isolate the request that broke the batch; the others still get answers
+                t1 = time.perf_counter()
+                try:
+                    _resolve(it.future, await loop.run_in_executor(self.executor, self._predict, it.texts))
+                    self._on_batch(len(it.texts), time.perf_counter() - t1)
+                except Exception as exc1:
+                    _resolve(it.future, exc=exc1)
+            return
+        self._on_batch(len(texts), time.perf_counter() - t0)
+        start = 0
+        for it in live:
+            _resolve(it.future, probs[start : start + len(it.texts)])
+            start += len(it.texts)
+
+
+def _resolve(fut: asyncio.Future, result: Any = None, exc: BaseException | None = None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)

