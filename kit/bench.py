@@ -21,8 +21,8 @@ import numpy as np
 from kit.errors import DataError, KitError
 from kit.export import (
     ModelSpec,
-    encode,
     find_tokenizer,
+    encode,
     load_classifier,
     load_tokenizer,
     model_spec,
@@ -39,6 +39,9 @@ __all__ = [
     "benchmark",
     "evaluate",
     "accuracy_table",
+    "selection_rows",
+    "bench_models",
+    "headline",
     "summary_table",
     "plot_throughput",
     "plot_accuracy_latency",
@@ -109,13 +112,14 @@ def load_runner(path: str | Path, threads: int, name: str | None = None) -> Runn
         KitError: the path is neither.
     """
     import onnx
+    import onnxruntime  # noqa: F401  (imported before measuring, so library load is not charged to the model)
 
     path = Path(path)
-    gc.collect()
-    before = _rss_mb()
     if path.is_dir() and (path / "model.onnx").is_file():
         path = path / "model.onnx"
     if path.is_file() and path.suffix == ".onnx":
+        gc.collect()
+        before = _rss_mb()
         sess = ort_session(path, threads)
         props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
         spec = ModelSpec.from_metadata(props)
@@ -127,8 +131,11 @@ def load_runner(path: str | Path, threads: int, name: str | None = None) -> Runn
         return Runner(nm, "onnx", path, spec, path.stat().st_size, _rss_mb() - before, lambda b: onnx_logits(sess, b))
     if path.is_dir() and (path / "config.json").is_file():
         import torch
+        import transformers.models.bert.modeling_bert  # noqa: F401  (library code is not the model's memory)
 
         torch.set_num_threads(threads)
+        gc.collect()
+        before = _rss_mb()
         # Default attention (SDPA) and eager mode: how the model runs in PyTorch unless someone optimises it.
         model = load_classifier(path, eager=False)
         size = sum(f.stat().st_size for f in path.glob("*.safetensors")) or sum(
@@ -531,3 +538,140 @@ def plot_accuracy_latency(
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------- selection
+def selection_rows(bench: dict[str, Any], accuracy: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """Per non-reference variant: macro-F1 and `speedup`, the geometric mean of its per-config throughput ratios.
+
+    The geometric mean weighs batch-1 latency and large-batch throughput equally, whatever their absolute scale.
+    """
+    out = []
+    for name in dict.fromkeys(r["variant"] for r in bench["results"]):
+        if name == bench["reference"] or name not in accuracy:
+            continue
+        ratios = [r["speedup"] for r in bench["results"] if r["variant"] == name]
+        out.append(
+            {
+                "variant": name,
+                "macro_f1": accuracy[name]["macro_f1"],
+                "accuracy": accuracy[name]["accuracy"],
+                "agreement": accuracy[name]["agreement"],
+                "speedup": float(np.exp(np.mean(np.log(ratios)))),
+                "speedups": {f"b{r['batch_size']}_s{r['seq_len']}": r["speedup"] for r in bench["results"]
+                             if r["variant"] == name},
+            }
+        )
+    return out
+
+
+def headline(
+    bench: dict[str, Any], accuracy: dict[str, dict[str, float]], variant: str, target: float = 3.0,
+    max_f1_drop: float = 0.01,
+) -> dict[str, Any]:
+    """The stage's target figures for `variant`: throughput ratio at the largest batch, p50-latency ratio at the
+    smallest batch (both over the reference, same run, first sequence length) and macro-F1 drop in points."""
+    s = bench["settings"]["seq_lengths"][0]
+    bmax, bmin = max(bench["settings"]["batch_sizes"]), min(bench["settings"]["batch_sizes"])
+    rows = {(r["variant"], r["batch_size"]): r for r in bench["results"] if r["seq_len"] == s}
+    ref = bench["reference"]
+    big, small = rows[(variant, bmax)], rows[(variant, bmin)]
+    drop = 100 * (accuracy[ref]["macro_f1"] - accuracy[variant]["macro_f1"])
+    return {
+        "variant": variant,
+        "seq_len": s,
+        f"throughput_ratio_b{bmax}": big["speedup"],
+        f"throughput_b{bmax}_seq_s": big["throughput_seq_s"],
+        f"reference_throughput_b{bmax}_seq_s": rows[(ref, bmax)]["throughput_seq_s"],
+        f"p50_latency_ratio_b{bmin}": small["speedup"],
+        f"p50_latency_b{bmin}_ms": small["latency_ms"]["p50"],
+        f"reference_p50_latency_b{bmin}_ms": rows[(ref, bmin)]["latency_ms"]["p50"],
+        "macro_f1": accuracy[variant]["macro_f1"],
+        "reference_macro_f1": accuracy[ref]["macro_f1"],
+        "macro_f1_drop_points": drop,
+        "target_ratio": target,
+        "meets_throughput_target": big["speedup"] >= target,
+        "meets_latency_target": small["speedup"] >= target,
+        "meets_f1_target": drop <= 100 * max_f1_drop + 1e-9,
+    }
+
+
+# ------------------------------------------------------------------------------------------- kit bench
+def bench_models(
+    models: Sequence[str | Path],
+    texts_path: str | Path,
+    out: str | Path,
+    batch_sizes: Sequence[int] = (1, 32),
+    seq_lengths: Sequence[int] = (64,),
+    threads: int = 2,
+    warmup: int = 3,
+    repeats: int = 10,
+    rounds: int = 5,
+    tokenizer: str | Path | None = None,
+    max_rows: int | None = None,
+    accuracy: bool = True,
+    text_column: str = "text",
+    label_column: str = "label_id",
+    max_length: int = 512,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Benchmark any PyTorch model directories and ONNX models side by side and write the JSON report.
+
+    Args:
+        models: HF model directories, .onnx files or directories holding model.onnx; the first PyTorch one (else the
+            first) is the reference for ratios.
+        texts_path: Parquet/CSV with a text column (and a label id column for accuracy).
+        out: the JSON report to write.
+        batch_sizes, seq_lengths, threads, warmup, repeats, rounds: see `benchmark`.
+        tokenizer: tokenizer.json (default: found beside the first model).
+        max_rows: use only the first rows of the file.
+        accuracy: also compute accuracy/macro-F1/agreement when labels exist.
+        text_column, label_column: columns to read.
+        max_length: truncation for the accuracy pass.
+
+    Returns:
+        The report: {"benchmark": ..., "accuracy": ... or None, "models": [...]}.
+    """
+    from kit.io import write_json
+
+    if not models:
+        raise KitError("give at least one model directory or .onnx file")
+    texts, labels = read_texts(texts_path, text_column, label_column)
+    if max_rows:
+        texts = texts[:max_rows]
+        labels = labels[:max_rows] if labels is not None else None
+    tok_path = Path(tokenizer) if tokenizer else None
+    if tok_path is None:
+        for m in models:
+            try:
+                tok_path = find_tokenizer(m)
+                break
+            except KitError:
+                continue
+    if tok_path is None:
+        raise KitError(f"no tokenizer.json beside any of {[str(m) for m in models]}; pass --tokenizer")
+    tok = load_tokenizer(tok_path, max_length)
+    runners: list[Runner] = []
+    for m in models:
+        r = load_runner(m, threads)
+        taken = {x.name for x in runners}
+        base, i = r.name, 2
+        while r.name in taken:
+            r.name, i = f"{base}_{i}", i + 1
+        runners.append(r)
+    acc = None
+    if accuracy and labels is not None:
+        acc = evaluate(runners, tok, texts, labels, progress=progress)
+    bench = benchmark(
+        runners, tok, texts, batch_sizes, seq_lengths, warmup=warmup, repeats=repeats, rounds=rounds,
+        threads=threads, progress=progress,
+    )
+    report = {
+        "models": [{"name": r.name, "kind": r.kind, "path": str(r.path)} for r in runners],
+        "tokenizer": str(tok_path),
+        "texts": str(texts_path),
+        "accuracy": acc,
+        "benchmark": bench,
+    }
+    write_json(out, report)
+    return report

@@ -36,6 +36,8 @@ __all__ = [
     "quantize_int8",
     "convert_fp16",
     "build_variants",
+    "variant_kinds",
+    "build_all",
     "select_variant",
     "write_serving",
 ]
@@ -139,12 +141,18 @@ def encode(tok: Any, texts: list[str], pad_to: int | None = None) -> dict[str, n
         pad_to: pad every row to exactly this length (benchmarks); None: to the longest row.
     """
     if pad_to is not None:
+        trunc = tok.truncation
+        tok.enable_truncation(max_length=pad_to)
         tok.enable_padding(pad_id=tok.padding["pad_id"], pad_token=tok.padding["pad_token"], length=pad_to)
     try:
         encs = tok.encode_batch(list(texts))
     finally:
         if pad_to is not None:
             tok.enable_padding(pad_id=tok.padding["pad_id"], pad_token=tok.padding["pad_token"])
+            if trunc:
+                tok.enable_truncation(max_length=trunc["max_length"])
+            else:
+                tok.no_truncation()
     return {
         "input_ids": np.asarray([e.ids for e in encs], dtype=np.int64),
         "attention_mask": np.asarray([e.attention_mask for e in encs], dtype=np.int64),
@@ -480,6 +488,73 @@ def build_variants(
             print(f"{prefix}_fp16: skipped, no CUDA GPU for ONNX Runtime on this machine")
     keep = {"fp32"} | set(kinds)
     return [v for v in built if v.kind in keep]
+
+
+def variant_kinds(variants: list[str], prefix: str) -> list[str]:
+    """The kinds requested for one model, e.g. ["optimized", "int8"] for prefix "student"."""
+    return [v.split("_", 1)[1] for v in variants if v.startswith(prefix + "_")]
+
+
+def build_all(
+    opt: Any,
+    max_length: int,
+    model_dir: str | Path,
+    train_path: str | Path,
+    test_path: str | Path,
+    out_dir: str | Path,
+) -> dict[str, Any]:
+    """Build every variant `opt.variants` asks for: teacher exports, then (if any student_* is asked) distil and
+    export the student. Old .onnx files in out_dir are removed first, so the directory holds exactly this run's.
+
+    Args:
+        opt: the `optimize` params section.
+        max_length: tokenizer truncation (model.max_length).
+        model_dir: the fine-tuned model.
+        train_path: training split (distillation rows).
+        test_path: test split (parity texts).
+        out_dir: models/onnx; the student's HF directory goes to out_dir/student.
+
+    Returns:
+        {"variants": [Variant, ...] (requested ones, in params order, plus onnx_fp32), "distill": summary or None}.
+    """
+    import pandas as pd
+
+    from kit.bench import read_texts
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if not (model_dir / "config.json").is_file():
+        raise KitError(f"{model_dir}: no fine-tuned model (config.json missing); run the finetune stage first")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.onnx"):
+        old.unlink()
+    test_texts, _ = read_texts(test_path, label_column=None)
+    parity = test_texts[: opt.parity_rows]
+    int8 = {"per_channel": opt.int8_per_channel, "reduce_range": opt.int8_reduce_range, "weight_type": opt.int8_weight_type}
+    common = dict(parity_texts=parity, max_length=max_length, atol=opt.parity_atol, int8=int8, opset=opt.opset,
+                  threads=opt.threads)
+    built = build_variants(model_dir, out_dir, "onnx", variant_kinds(opt.variants, "onnx"), **common)
+    summary = None
+    student_kinds = variant_kinds(opt.variants, "student")
+    if student_kinds:
+        from kit.distill import distill
+
+        train_texts, train_labels = read_texts(train_path)
+        if train_labels is None:
+            raise KitError(f"{train_path}: no label_id column for distillation")
+        n = min(len(train_texts), opt.distill_rows or opt.distill_steps * opt.distill_batch_size)
+        idx = pd.Series(range(len(train_texts))).sample(n=n, random_state=opt.seed).to_numpy()
+        summary = distill(
+            model_dir, out_dir / "student", [train_texts[i] for i in idx], train_labels[idx],
+            layers=list(opt.student_layers), steps=opt.distill_steps, batch_size=opt.distill_batch_size,
+            learning_rate=opt.distill_learning_rate, temperature=opt.distill_temperature, alpha=opt.distill_alpha,
+            max_length=max_length, seed=opt.seed, threads=opt.threads,
+        )
+        built += build_variants(out_dir / "student", out_dir, "student", student_kinds, **common)
+    wanted = set(opt.variants) | {"onnx_fp32"}
+    built = [v for v in built if v.name in wanted]
+    rank = {n: i for i, n in enumerate(["onnx_fp32", *opt.variants])}
+    built.sort(key=lambda v: rank[v.name])
+    return {"variants": built, "distill": summary}
 
 
 def _fused_note(path: Path) -> str:

@@ -863,7 +863,7 @@ def run_checkov(paths: Iterable[str | Path], framework: str, checkov: str | Path
     """Scan files or directories with checkov in one invocation (offline: no policy download).
 
     Args:
-        paths: files (passed with -f) and directories (with -d).
+        paths: files and directories (every file below them is scanned).
         framework: checkov framework, e.g. "kubernetes" or "dockerfile".
         checkov: executable (default: find_checkov()).
 
@@ -873,19 +873,32 @@ def run_checkov(paths: Iterable[str | Path], framework: str, checkov: str | Path
     Raises:
         DeployError: checkov is missing or its output is unreadable.
     """
+    paths = list(paths)
     exe = Path(checkov) if checkov else find_checkov()
     if exe is None:
         raise DeployError("checkov not found: run scripts/tools.sh (creates .tools/checkov) or set KIT_CHECKOV")
     cmd = [str(exe), "--framework", framework, "--skip-download", "--compact", "-o", "json"]
-    for p in paths:
-        cmd += ["-d" if Path(p).is_dir() else "-f", str(p)]
+    # Directories are expanded to their files: checkov mishandles several -d roots (scans one of them repeatedly),
+    # and graph checks (e.g. a NetworkPolicy selecting the pods) need every manifest in the same run.
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")) if p.is_dir() else [p]
+    if not files:
+        raise DeployError(f"nothing to scan in {[str(p) for p in paths]}")
+    for f in files:
+        cmd += ["-f", str(f)]
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    # One JSON document per scanned root (several -d give several documents back to back), each a report or a list.
+    reports: list[Any] = []
+    dec, text, pos = json.JSONDecoder(), proc.stdout, 0
     try:
-        data = json.loads(proc.stdout) if proc.stdout.strip() else []
+        while text[pos:].strip():
+            pos += len(text[pos:]) - len(text[pos:].lstrip())
+            data, pos = dec.raw_decode(text, pos)
+            reports += data if isinstance(data, list) else [data]
     except json.JSONDecodeError:
         raise DeployError(f"checkov output is not JSON (exit {proc.returncode}): {proc.stderr.strip()[-500:]}") from None
-    reports = data if isinstance(data, list) else [data]
     passed, failed, skipped, parse_errors = 0, [], [], 0
     for rep in reports:
         if not isinstance(rep, dict):
@@ -974,8 +987,9 @@ def _connect(context: str | None, timeout: float) -> Any:
     from kubernetes.config.config_exception import ConfigException
 
     try:
-        config.load_kube_config(context=context)
-        where = os.environ.get("KUBECONFIG", "~/.kube/config")
+        # Read KUBECONFIG now: the client captures it once at import time.
+        where = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        config.load_kube_config(config_file=where, context=context)
     except (ConfigException, FileNotFoundError, OSError) as exc:
         try:
             config.load_incluster_config()

@@ -1,20 +1,36 @@
-"""Prometheus metrics of the model server, kept in their own CollectorRegistry (one per app, so tests and
-several apps in one process never collide). Latency buckets are millisecond-scale; the client defaults are too coarse."""
+"""Observability of the model server: Prometheus metrics in a CollectorRegistry of their own (one per app, so apps in
+one process never collide) with millisecond-scale buckets, and the ASGI middleware that writes JSON access logs."""
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
+import time
 from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["ServeMetrics", "LATENCY_BUCKETS_S", "BATCH_BUCKETS", "CONFIDENCE_BUCKETS", "CONTENT_TYPE_LATEST"]
+__all__ = [
+    "ServeMetrics",
+    "ObserveMiddleware",
+    "setup_access_log",
+    "LATENCY_BUCKETS_S",
+    "BATCH_BUCKETS",
+    "CONFIDENCE_BUCKETS",
+    "CONTENT_TYPE_LATEST",
+]
 
 # Seconds (the Prometheus base unit) but spaced for a model answering in 2-200 ms.
 LATENCY_BUCKETS_S = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
     0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
+access_log = logging.getLogger("kit.serve.access")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CONFIDENCE_BUCKETS = (0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
@@ -30,7 +46,7 @@ class ServeMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "kit_serve_requests", "HTTP requests by route, method and status.", ["route", "method", "status"], registry=r
+            "kit_serve_requests", "HTTP requests by route, method, status.", ["route", "method", "status"], registry=r
         )
         self.latency = Histogram(
             "kit_serve_request_duration_seconds",
@@ -79,3 +95,57 @@ class ServeMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every series."""
         return generate_latest(self.registry)
+
+
+class ObserveMiddleware:
+    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): request metrics and one JSON access-log line per request
+    (`ts, method, path, status, duration_ms, n_texts`; the handler puts n_texts in the request state)."""
+
+    def __init__(self, app: Any, metrics: ServeMetrics, routes: frozenset[str], access_log: bool = True):
+        self.app, self.metrics, self.routes, self.log_enabled = app, metrics, routes, access_log
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # what the client gets if the app raises past every handler
+        req_state = scope.setdefault("state", {})
+
+        async def send_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        m = self.metrics
+        m.in_progress.inc()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            m.in_progress.dec()
+            seconds = time.perf_counter() - start
+            path, method = scope["path"], scope["method"]
+            # Unknown paths and methods share one label value: hostile clients cannot blow up series cardinality.
+            route = path if path in self.routes else "other"
+            m.observe_request(route, method if method in _METHODS else "other", status, seconds)
+            if self.log_enabled:
+                line = {
+                    "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                    "method": method[:16],
+                    "path": path[:200],
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "n_texts": req_state.get("n_texts", 0),
+                }
+                access_log.info(json.dumps(line))
+
+
+def setup_access_log() -> None:
+    """Send access-log lines, bare JSON one per line, to stdout (idempotent: apps in one process share the logger)."""
+    if not access_log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+        access_log.propagate = False

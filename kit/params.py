@@ -104,6 +104,7 @@ class TrainParams(_Section):
     )
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of the optimizer steps spent warming up.")
     weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Clip gradients to this global norm (0: no clipping).")
     epochs: float = Field(1.0, gt=0, description="Epochs (ignored when max_steps > 0).")
     max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (-1: use epochs).")
     batch_size: int = Field(32, ge=1, description="Training batch size summed over all processes (torchrun splits it).")
@@ -152,15 +153,74 @@ class TrainParams(_Section):
 
 # ----------------------------------------------------------------------------------------- optimize
 class OptimizeParams(_Section):
-    """ONNX export, graph optimisation, quantisation, benchmark, selection (stage `optimize`)."""
+    """ONNX export, graph optimisation, quantisation, distilled student, benchmark, selection (stage `optimize`)."""
 
     variants: list[str] = Field(
-        default_factory=lambda: ["onnx_fp32", "onnx_optimized", "onnx_int8"], description="Variants to build."
+        default_factory=lambda: ["onnx_fp32", "onnx_optimized", "onnx_int8", "student_optimized", "student_int8"],
+        min_length=1,
+        description="Variants to build, benchmark and consider for serving: onnx_* from the fine-tuned model, "
+        "student_* from the distilled student; suffix fp32 (plain export), optimized (ORT transformer fusions), "
+        "int8 (dynamic quantisation of the fused graph) or fp16 (built only when ONNX Runtime sees a CUDA GPU). "
+        "The fp32 export is always built: it is the fallback to serve.",
     )
-    max_f1_drop: float = Field(0.01, ge=0, le=1, description="Largest macro-F1 drop (absolute) a served variant may have.")
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
-    seq_lengths: list[int] = Field(default_factory=lambda: [64])
-    threads: int = Field(2, ge=1)
+    max_f1_drop: float = Field(
+        0.01, ge=0, le=1, description="Largest test macro-F1 drop vs PyTorch (absolute, 0.01 = one point) a served "
+        "variant may have."
+    )
+    opset: int = Field(17, ge=14, le=21, description="ONNX opset of the TorchScript export.")
+    parity_atol: float = Field(
+        1e-3, gt=0, le=1, description="Largest absolute logit difference ORT fp32 may show vs PyTorch on real texts."
+    )
+    parity_rows: int = Field(64, ge=1, le=4096, description="Test texts the parity check runs on.")
+    int8_per_channel: bool = Field(True, description="INT8: one scale per output channel of each weight.")
+    int8_reduce_range: bool = Field(
+        True, description="INT8: 7-bit weights, avoiding u8s8 overflow on AVX2 CPUs without VNNI."
+    )
+    int8_weight_type: Literal["qint8", "quint8"] = Field("qint8", description="INT8 weight type (signed is faster on x86).")
+    student_layers: list[int] = Field(
+        default_factory=lambda: [0, 2, 4], min_length=1, description="Teacher layers the student keeps (and starts from)."
+    )
+    distill_steps: int = Field(400, ge=1, le=100_000, description="Distillation optimizer steps.")
+    distill_batch_size: int = Field(32, ge=1, le=1024, description="Rows per distillation step.")
+    distill_rows: int | None = Field(
+        None, ge=1, description="Training rows sampled for distillation (seeded). None: steps x batch size (one pass)."
+    )
+    distill_learning_rate: float = Field(1e-4, gt=0, le=1, description="Peak learning rate of the student.")
+    distill_temperature: float = Field(2.0, gt=0, le=100, description="Softening temperature of both models' logits.")
+    distill_alpha: float = Field(
+        0.7, ge=0, le=1, description="Weight of the KL term on soft labels (1 - alpha: cross-entropy on true labels)."
+    )
+    seed: int = Field(42, ge=0, description="Seed of distillation (sampling, shuffling, dropout).")
+    batch_sizes: list[int] = Field(
+        default_factory=lambda: [1, 32], min_length=1, description="Benchmark batch sizes (texts per call)."
+    )
+    seq_lengths: list[int] = Field(
+        default_factory=lambda: [64], min_length=1, description="Benchmark sequence lengths (texts padded/truncated to it)."
+    )
+    threads: int = Field(2, ge=1, le=256, description="Intra-op threads for every variant (ORT and torch alike).")
+    bench_warmup: int = Field(3, ge=0, le=1000, description="Untimed calls before each variant's timed calls, per round.")
+    bench_repeats: int = Field(10, ge=1, le=10_000, description="Timed calls per variant, batch size and length, per round.")
+    bench_rounds: int = Field(
+        5, ge=1, le=1000, description="Rounds; variants are interleaved within each round and ratios taken per round."
+    )
+    bench_texts: int = Field(2000, ge=1, description="Test texts the benchmark batches are drawn from.")
+    eval_rows: int | None = Field(None, ge=1, description="Test rows for accuracy (None: the whole test split).")
+    eval_batch_size: int = Field(64, ge=1, le=4096, description="Batch size of the accuracy pass.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "OptimizeParams":
+        kinds = ("fp32", "optimized", "int8", "fp16")
+        known = [f"{p}_{k}" for p in ("onnx", "student") for k in kinds]
+        bad = [v for v in self.variants if v not in known]
+        if bad:
+            raise ValueError(f"unknown variant(s) {bad}; known: {known}")
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError("variants must be unique")
+        if any(b < 1 for b in self.batch_sizes) or any(s < 2 or s > 512 for s in self.seq_lengths):
+            raise ValueError("batch_sizes must be >= 1 and seq_lengths within 2..512")
+        if any(i < 0 for i in self.student_layers) or len(set(self.student_layers)) != len(self.student_layers):
+            raise ValueError("student_layers must be distinct non-negative layer indices")
+        return self
 
 
 # -------------------------------------------------------------------------------------------- serve

@@ -7,10 +7,8 @@ import asyncio
 import json
 import logging
 import signal
-import sys
 import time
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,14 +21,12 @@ from starlette.requests import ClientDisconnect
 
 from kit.batching import MicroBatcher, ModelMeta, ModelUnavailable, OnnxTextClassifier, read_model_dir
 from kit.errors import KitError
-from kit.metrics import CONTENT_TYPE_LATEST, ServeMetrics
+from kit.metrics import CONTENT_TYPE_LATEST, ObserveMiddleware, ServeMetrics, setup_access_log
 from kit.params import ServeParams
 
 __all__ = ["create_app", "run", "parse_texts", "RequestError", "PredictRequest", "PredictResponse"]
 
 log = logging.getLogger("kit.serve")
-access_log = logging.getLogger("kit.serve.access")
-_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
 class PredictRequest(BaseModel):
@@ -136,64 +132,8 @@ class _State:
             self.loop.call_soon_threadsafe(self.batcher.flush_now)
 
 
-class _ObserveMiddleware:
-    """Pure ASGI middleware (cheaper than BaseHTTPMiddleware): request metrics and one JSON access-log line."""
-
-    def __init__(self, app: Any, state: _State, routes: frozenset[str]):
-        self.app, self.state, self.routes = app, state, routes
-        self.log_enabled = state.params.access_log
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500  # what the client gets if the app raises past every handler
-        req_state = scope.setdefault("state", {})
-
-        async def send_status(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        m = self.state.metrics
-        m.in_progress.inc()
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            m.in_progress.dec()
-            seconds = time.perf_counter() - start
-            path, method = scope["path"], scope["method"]
-            # Unknown paths and methods share one label value: hostile clients cannot blow up series cardinality.
-            m.observe_request(path if path in self.routes else "other", method if method in _METHODS else "other",
-                              status, seconds)  # fmt: skip
-            if self.log_enabled:
-                access_log.info(
-                    json.dumps(
-                        {
-                            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-                            "method": method[:16],
-                            "path": path[:200],
-                            "status": status,
-                            "duration_ms": round(seconds * 1000, 3),
-                            "n_texts": req_state.get("n_texts", 0),
-                        }
-                    )
-                )
-
-
-def _setup_access_log() -> None:
-    if not access_log.handlers:  # idempotent: several apps in one process (tests) share the logger
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access_log.addHandler(handler)
-        access_log.setLevel(logging.INFO)
-        access_log.propagate = False
-
-
 def _setup_tracing(app: FastAPI, st: _State, span_processor: Any) -> None:
-    # Imported only here: OpenTelemetry adds ~0.3 s and many modules to a cold start that scale-to-zero pays for.
+    # Imported only here: the SDK, exporter and instrumentation add modules to every cold start scale-to-zero pays for.
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -332,6 +272,8 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
             raise RequestError(400, "body is not valid JSON: nested too deeply") from None
         texts = parse_texts(payload, p.max_texts_per_request, p.max_chars_per_text)
         request.state.n_texts = len(texts)
+        if st.batcher is None:  # the app was called without its lifespan (no model yet)
+            return JSONResponse({"error": "model not loaded"}, status_code=503, headers={"retry-after": "5"})
         try:
             if st.tracer is not None:
                 with st.tracer.start_as_current_span("kit.predict", attributes={"kit.n_texts": len(texts)}):
@@ -375,15 +317,19 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     if p.access_log:
-        _setup_access_log()
+        setup_access_log()
     if p.otel_enabled:
         _setup_tracing(app, st, span_processor)
     # Added last so it wraps the tracing middleware too: its latency includes everything but the server itself.
-    app.add_middleware(_ObserveMiddleware, state=st, routes=frozenset(r.path for r in app.routes))
+    app.add_middleware(
+        ObserveMiddleware, metrics=metrics, routes=frozenset(r.path for r in app.routes), access_log=p.access_log
+    )
     return app
 
 
-def run(model_dir: str | Path, params: ServeParams | None = None, host: str | None = None, port: int | None = None) -> None:
+def run(
+    model_dir: str | Path, params: ServeParams | None = None, host: str | None = None, port: int | None = None
+) -> None:
     """Serve `model_dir` with uvicorn until SIGTERM/SIGINT; SIGTERM drains queued and in-flight requests, exit 0.
 
     Args:

@@ -48,7 +48,7 @@ __all__ = [
 
 MARKER = "kit_complete.json"  # written last into a checkpoint: a checkpoint without it is half-written
 CHECKPOINT_PREFIX = "checkpoint-"
-TINY_CONFIG = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+TINY_CONFIG = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
 # Keys that change neither the weights nor the data order: a checkpoint stays valid when only these differ.
 _NOT_FINGERPRINTED = {"min_macro_f1", "keep_checkpoints", "checkpoint_dir", "logging_steps"}
 
@@ -654,6 +654,7 @@ def run_finetune(
         lr_scheduler_type=t.lr_scheduler,
         warmup_steps=t.warmup_ratio,  # transformers 5: a float below 1 is a ratio (warmup_ratio is gone)
         weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
         eval_strategy="steps",
         eval_steps=t.eval_steps,
         save_strategy="steps",

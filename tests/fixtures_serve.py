@@ -1,5 +1,5 @@
-"""Test helpers for the model server: build a tiny serving model dir (the optimize stage's contract) from a random
-2-layer BERT with the embedded tokenizer, run `kit serve` as a subprocess, and compute reference answers with plain ORT."""
+"""Test helpers for the model server: a tiny serving model dir (the optimize stage's contract) from a random 2-layer
+BERT with the embedded tokenizer, `kit serve` as a subprocess, and reference answers from plain ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -17,7 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["LABELS", "build_tiny_serving_dir", "reference_probs", "free_port", "ServerProcess"]
+__all__ = [
+    "LABELS",
+    "ROOT",
+    "SAMPLE_TEXTS",
+    "embedded_model_dir",
+    "build_tiny_serving_dir",
+    "Reference",
+    "reference_probs",
+    "assert_matches",
+    "free_port",
+    "ServerProcess",
+]
 
 LABELS = ["negative", "neutral", "positive"]
 ROOT = Path(__file__).resolve().parents[1]

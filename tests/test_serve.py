@@ -23,7 +23,15 @@ from kit.batching import MicroBatcher, read_model_dir
 from kit.errors import ModelDirError
 from kit.params import ServeParams
 from kit.serve import create_app
-from tests.fixtures_serve import LABELS, ROOT, SAMPLE_TEXTS, Reference, ServerProcess, assert_matches, build_tiny_serving_dir
+from tests.fixtures_serve import (
+    LABELS,
+    ROOT,
+    SAMPLE_TEXTS,
+    Reference,
+    ServerProcess,
+    assert_matches,
+    build_tiny_serving_dir,
+)
 
 JSON = {"content-type": "application/json"}
 
@@ -284,8 +292,9 @@ def _hostile_requests(rng: random.Random, max_texts: int, max_chars: int, max_bo
     word = lambda: "".join(rng.choice("abcdefgh ") for _ in range(rng.randint(1, 20)))  # noqa: E731
     base = [
         ("bad json", j, b'{"texts": ['), ("bad json", j, b"not json"), ("bad json", j, b"{texts: []}"),
-        ("bad json", j, b"{'texts': ['a']}"), ("bad json", j, b'{"texts": ["a"]}}'), ("bad json", j, b'{"texts":["a"],}'),
-        ("bad json", j, b"NaN"), ("bom", j, '\ufeff{"texts":["a"]}'.encode()), ("raw nul in string", j, b'{"texts":["a\x00b"]}'),
+        ("bad json", j, b"{'texts': ['a']}"), ("bad json", j, b'{"texts": ["a"]}}'),
+        ("bad json", j, b'{"texts":["a"],}'), ("bad json", j, b"NaN"), ("bom", j, '\ufeff{"texts":["a"]}'.encode()),
+        ("raw nul in string", j, b'{"texts":["a\x00b"]}'),
         ("deep nesting", j, b"[" * 40_000), ("deep nesting", j, b'{"texts":' + b"[" * 30_000 + b"]" * 30_000 + b"}"),
         ("huge int", j, b'{"texts":[' + b"9" * 5000 + b"]}"), ("huge float", j, b'{"texts":[1e99999]}'),
         ("missing body", j, b""), ("blank body", j, b"   \n"),
@@ -314,7 +323,8 @@ def _hostile_requests(rng: random.Random, max_texts: int, max_chars: int, max_bo
         base.append(("top-level type", j, dump(v)))
     reqs = [(label, "POST", "/predict", h, b) for label, h, b in base]
     reqs += [("method", m, "/predict", j, b'{"texts":["a"]}') for m in ("GET", "PUT", "DELETE", "PATCH")]
-    reqs += [("path", "POST", p, j, b'{"texts":["a"]}') for p in ("/", "/predict/", "/predictx", "/%00", "/" + "a" * 3000)]
+    paths = ("/", "/predict/", "/predictx", "/%00", "/" + "a" * 3000)
+    reqs += [("path", "POST", p, j, b'{"texts":["a"]}') for p in paths]
     # Mutations: random truncation and byte flips of a valid body, random JSON values, random junk.
     valid = dump({"texts": [word() for _ in range(3)]})
     for _ in range(120):

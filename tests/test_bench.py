@@ -1,0 +1,88 @@
+"""kit/bench.py and `kit bench`: interleaved benchmark structure, accuracy, peak derivation, errors, CLI on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from kit.bench import benchmark, evaluate, load_runner, machine_peak, read_texts, selection_rows, headline
+from kit.errors import DataError, KitError
+from kit.export import build_variants, load_tokenizer
+from tests.fixtures_optimize import TEXTS, tiny_data, tiny_model  # noqa: F401
+
+INT8 = {"per_channel": False, "reduce_range": True, "weight_type": "qint8"}
+
+
+@pytest.fixture(scope="module")
+def onnx_files(tiny_model, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("bench_onnx")
+    return {v.name: v.path for v in build_variants(tiny_model, out, "onnx", ["int8"], TEXTS, 32, 1e-4, INT8)}
+
+
+def test_benchmark_interleaved_results(tiny_model, onnx_files, tiny_data):  # noqa: F811
+    runners = [load_runner(tiny_model, 1, "pytorch_fp32")] + [load_runner(p, 1, n) for n, p in onnx_files.items()]
+    texts, labels = read_texts(tiny_data / "test.parquet")
+    tok = load_tokenizer(tiny_model, 32)
+    b = benchmark(runners, tok, texts, [1, 4], [16], warmup=1, repeats=3, rounds=2, threads=1, progress=False,
+                  measure_peak=False)
+    assert b["reference"] == "pytorch_fp32"
+    assert len(b["results"]) == 3 * 2
+    for r in b["results"]:
+        lat = r["latency_ms"]
+        assert r["samples"] == 6 and len(r["speedup_per_round"]) == 2
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p95"] <= lat["p99"]
+        assert r["throughput_seq_s"] == pytest.approx(r["batch_size"] / lat["p50"] * 1000)
+        assert r["gflop_per_forward"] > 0 and r["gflops"] > 0
+        if r["variant"] == "pytorch_fp32":
+            assert r["speedup"] == 1.0
+    assert b["machine"]["theoretical_derivation"]
+
+    acc = evaluate(runners, tok, texts, labels, batch_size=5, progress=False)
+    assert acc["pytorch_fp32"]["agreement"] == 1.0 and acc["onnx_fp32"]["agreement"] == 1.0
+    assert acc["onnx_fp32"]["macro_f1"] == acc["pytorch_fp32"]["macro_f1"]
+    rows = selection_rows(b, acc)
+    assert {r["variant"] for r in rows} == {"onnx_fp32", "onnx_int8"}
+    h = headline(b, acc, "onnx_int8")
+    assert h["throughput_ratio_b4"] > 0 and h["p50_latency_ratio_b1"] > 0 and "macro_f1_drop_points" in h
+
+
+def test_machine_peak_is_derived_and_measured():
+    p = machine_peak(1)
+    assert p["measured_gflops"] > 0 and "matmul" in p["measured_derivation"]
+    if p["theoretical_gflops"]:
+        assert p["theoretical_gflops"] >= p["measured_gflops"] * 0.5
+        assert "FLOPs/cycle" in p["theoretical_derivation"]
+
+
+def test_errors_name_the_problem(tmp_path, tiny_data):  # noqa: F811
+    with pytest.raises(KitError, match="not an .onnx file"):
+        load_runner(tmp_path, 1)
+    with pytest.raises(DataError, match="no column 'body'"):
+        read_texts(tiny_data / "test.parquet", text_column="body")
+    with pytest.raises(DataError, match="file not found"):
+        read_texts(tmp_path / "missing.parquet")
+
+
+def test_kit_bench_cli_on_any_models(tiny_model, onnx_files, tiny_data, tmp_path):  # noqa: F811
+    from kit.cli import app
+
+    out = tmp_path / "bench.json"
+    args = ["bench", str(tiny_model), str(onnx_files["onnx_int8"]), "--batch-sizes", "1,2", "--seq-len", "8",
+            "--threads", "1", "--texts", str(tiny_data / "test.parquet"), "--out", str(out), "--warmup", "0",
+            "--repeats", "2", "--rounds", "1", "--tokenizer", str(tiny_model / "tokenizer.json")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert [m["name"] for m in report["models"]] == ["pytorch_model", "onnx_int8"]
+    assert len(report["benchmark"]["results"]) == 4
+    assert set(report["accuracy"]) == {"pytorch_model", "onnx_int8"}
+    assert "p50 ms" in res.output
+
+    bad = CliRunner().invoke(app, ["bench", str(tmp_path), "--texts", str(tiny_data / "test.parquet"),
+                                   "--out", str(tmp_path / "x.json")])
+    assert bad.exit_code == 1 and "tokenizer.json" in bad.output
+    bad = CliRunner().invoke(app, ["bench", str(tiny_model), "--batch-sizes", "1,x"])
+    assert bad.exit_code != 0

@@ -1,0 +1,47 @@
+"""kit/distill.py: the student keeps the chosen teacher layers, trains by distillation, and is deterministic."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kit.distill import distill, make_student
+from kit.errors import KitError
+from kit.export import load_classifier
+from tests.fixtures_optimize import tiny_data, tiny_model  # noqa: F401
+
+
+def test_make_student_copies_chosen_layers(tiny_model):  # noqa: F811
+    teacher = load_classifier(tiny_model)
+    student = make_student(teacher, [1, 3])
+    assert student.config.num_hidden_layers == 2 and teacher.config.num_hidden_layers == 4
+    t, s = teacher.state_dict(), student.state_dict()
+    for j, i in enumerate([1, 3]):
+        key = "attention.self.query.weight"
+        assert torch.equal(s[f"bert.encoder.layer.{j}.{key}"], t[f"bert.encoder.layer.{i}.{key}"])
+    assert torch.equal(s["classifier.weight"], t["classifier.weight"])
+    for bad in ([], [0, 4], [1, 1]):
+        with pytest.raises(KitError, match="student_layers"):
+            make_student(teacher, bad)
+
+
+def test_distill_trains_saves_and_is_deterministic(tiny_model, tiny_data, tmp_path):  # noqa: F811
+    train = pd.read_parquet(tiny_data / "train.parquet")
+    kw = dict(layers=[0, 2], steps=4, batch_size=8, learning_rate=1e-3, temperature=2.0, alpha=0.5, max_length=16,
+              seed=3, threads=1)
+    s1 = distill(tiny_model, tmp_path / "a", train.text.tolist(), train.label_id.to_numpy(), **kw)
+    s2 = distill(tiny_model, tmp_path / "b", train.text.tolist(), train.label_id.to_numpy(), **kw)
+    assert s1["layers"] == [0, 2] and s1["steps"] == 4 and s1["rows"] == len(train)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "labels.json", "distill.json"):
+        assert (tmp_path / "a" / name).is_file()
+    assert not (tmp_path / "a" / "_trainer").exists()
+    student = load_classifier(tmp_path / "a")
+    assert student.config.num_hidden_layers == 2
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # It trained: the student's weights moved away from the teacher layers it started from.
+    t = load_file(tiny_model / "model.safetensors")
+    assert not torch.equal(wa["bert.encoder.layer.1.attention.self.query.weight"],
+                           t["bert.encoder.layer.2.attention.self.query.weight"])

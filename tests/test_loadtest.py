@@ -1,0 +1,154 @@
+"""Load generator and measurement: against a stand-in app (fast, controllable) and once end to end against `kit serve`
+on a tiny model. Speed is never asserted here; only that the figures are measured and consistent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from kit.errors import DataError, DeployError
+from kit.loadtest import (
+    bare_benchmark,
+    load_level,
+    plot_loadtest,
+    run_loadtest,
+    smoke_test,
+    start_server,
+    summarize,
+    texts_from_parquet,
+)
+from kit.params import DeployParams, ServeParams
+from tests.fixtures_deploy import TEXTS, EchoServer, tiny_serving_dir, write_texts_parquet
+
+
+@pytest.fixture(scope="module")
+def echo(tmp_path_factory):
+    srv = EchoServer(tmp_path_factory.mktemp("echo"))
+    yield srv
+    srv.stop()
+
+
+def test_load_level_measures_latency_throughput_and_server(echo):
+    row = load_level(echo.url, TEXTS, concurrency=4, duration_s=1.0, warmup_s=0.3, server_pid=echo.proc.pid,
+                     sample_interval_s=0.1)  # fmt: skip
+    assert row["concurrency"] == 4 and row["errors"] == 0 and row["requests"] > 10
+    assert row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"] <= row["max_ms"]
+    assert row["p50_ms"] >= 2.0  # the app sleeps 2 ms per request
+    # Throughput is completed requests over the measured window.
+    assert row["throughput_rps"] == pytest.approx(row["requests"] / row["window_s"], rel=0.02)
+    assert row["server_rss_peak_mib"] > 10 and row["server_cpu_cores"] > 0
+    assert row["client_cpu_cores"] > 0
+
+
+def test_errors_are_counted_not_timed(echo):
+    texts = ["fine", "FAIL please"]
+    row = load_level(echo.url, texts, concurrency=1, duration_s=0.5, warmup_s=0.0)
+    # One worker alternates the two texts: about half its requests fail.
+    assert row["errors"] > 0 and row["requests"] - row["errors"] > 0
+    assert abs(row["errors"] - (row["requests"] - row["errors"])) <= 1
+    assert "server_cpu_cores" not in row  # no pid given, no server figures
+
+
+def test_load_level_runs_inside_a_running_event_loop(echo):
+    """Jupyter cells run inside an event loop; the load generator must not need asyncio.run on it."""
+
+    async def cell():
+        return load_level(echo.url, TEXTS, concurrency=2, duration_s=0.3, warmup_s=0.0)
+
+    assert asyncio.run(cell())["requests"] > 0
+
+
+def test_smoke_test_checks_every_endpoint(echo):
+    res = smoke_test(echo.url, TEXTS, ["negative", "neutral", "positive"])
+    assert [c["check"] for c in res["checks"]] == [
+        "GET /healthz", "GET /readyz", "POST /predict", "POST /predict (bad body)", "GET /metrics"
+    ]  # fmt: skip
+    with pytest.raises(DeployError, match="malformed prediction"):
+        smoke_test(echo.url, TEXTS, ["cat", "dog"])
+
+
+def _row(c, rps, p99, errors=0, cpu=1.0, rss=200.0):
+    return {"concurrency": c, "throughput_rps": rps, "p99_ms": p99, "errors": errors, "server_cpu_cores": cpu,
+            "server_rss_peak_mib": rss, "client_cpu_cores": 0.1}  # fmt: skip
+
+
+def test_summarize_ratios_and_sustainable_level():
+    levels = [_row(1, 40, 20), _row(8, 100, 60, rss=250), _row(32, 120, 180, cpu=1.9)]
+    nobatch = [_row(8, 50, 150), _row(32, 52, 600)]
+    bare = [{"throughput_rps": 110.0}, {"throughput_rps": 130.0}]
+    s = summarize(levels, nobatch, bare, ratio_concurrency=None, p99_target_ms=100)
+    assert s["sustainable_concurrency"] == 8 and s["ratio_concurrency"] == 8
+    assert s["bare_throughput_rps"] == 120.0 and s["server_over_bare"] == pytest.approx(100 / 120, abs=1e-3)
+    assert s["batching_over_nobatch"] == 2.0
+    assert s["targets"] == {
+        "server_over_bare_ge_0.85": False, "p99_le_target_at_ratio": True, "batching_beats_nobatch": True
+    }  # fmt: skip
+    assert s["resources"]["rss_peak_mib"] == 250 and s["resources"]["cpu_peak_cores"] == 1.9
+    fixed = summarize(levels, nobatch, bare, ratio_concurrency=32, p99_target_ms=100)
+    assert fixed["ratio_concurrency"] == 32 and fixed["targets"]["p99_le_target_at_ratio"] is False
+    none_meet = summarize([_row(4, 10, 500)], [], bare, None, 100)
+    assert none_meet["sustainable_concurrency"] is None and none_meet["ratio_concurrency"] == 4
+
+
+def test_texts_from_parquet(tmp_path):
+    p = write_texts_parquet(tmp_path / "test.parquet", TEXTS)
+    got = texts_from_parquet(p, max_texts=5, seed=1)
+    assert len(got) == 5 and set(got) <= set(TEXTS)
+    assert got == texts_from_parquet(p, max_texts=5, seed=1)
+    with pytest.raises(DataError, match="no column 'body'"):
+        texts_from_parquet(p, column="body")
+    with pytest.raises(DataError, match="not found"):
+        texts_from_parquet(tmp_path / "none.parquet")
+
+
+def test_start_server_reports_a_broken_model_dir(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DeployError, match="exited with"):
+        start_server(tmp_path / "empty", ServeParams().model_dump(), tmp_path / "logs", timeout_s=60)
+
+
+def test_run_loadtest_end_to_end_on_a_tiny_model(tmp_path):
+    model_dir = tiny_serving_dir()
+    serve = ServeParams(threads=1, max_batch_size=4, max_delay_ms=2.0, graceful_timeout_s=5).model_dump()
+    deploy = DeployParams(
+        concurrency_levels=[1, 4], ratio_concurrency=4, nobatch_levels=[4], duration_s=0.8, warmup_s=0.2,
+        bare_seconds=0.3, sample_interval_s=0.1, startup_timeout_s=90,
+    )  # fmt: skip
+    rep = run_loadtest(model_dir, TEXTS * 5, serve, deploy, tmp_path / "work", progress=False)
+    assert [r["concurrency"] for r in rep["levels"]] == [1, 4]
+    assert [r["concurrency"] for r in rep["nobatch_levels"]] == [4]
+    assert all(r["errors"] == 0 and r["requests"] > 0 for r in rep["levels"] + rep["nobatch_levels"])
+    assert rep["cold_start"]["ready_s"] > 0 and rep["cold_start"]["first_request_ms"] > 0
+    assert rep["shutdown"]["batching"]["exit_code"] == 0  # SIGTERM drains and exits cleanly
+    assert rep["smoke_test"]["ok"]
+    assert len(rep["bare"]["runs"]) == 2 and rep["bare"]["batch_size"] == 4
+    assert rep["server_over_bare"] == pytest.approx(
+        rep["levels"][1]["throughput_rps"] / rep["bare_throughput_rps"], abs=2e-3
+    )
+    assert rep["resources"]["rss_peak_mib"] > 50
+    assert rep["model"]["version"] == "test-0.1"
+    json.dumps(rep)  # the report is plain JSON
+    f1, f2 = plot_loadtest(rep)
+    assert f1.axes[0].get_xlabel() == "concurrent clients" and len(f2.axes[0].lines) == 3
+    # The params files the servers ran with: batching off really means max batch 1.
+    import yaml
+
+    nob = yaml.safe_load((tmp_path / "work" / "params_nobatch.yaml").read_text())
+    assert nob["serve"]["max_batch_size"] == 1
+
+
+def test_bare_benchmark_counts_texts(tmp_path):
+    res = bare_benchmark(tiny_serving_dir(), TEXTS, batch_size=3, threads=1, seconds=0.2)
+    assert res["batch_size"] == 3 and res["batches"] >= 3 and res["throughput_rps"] > 0
+    assert res["batch_p50_ms"] <= res["batch_p99_ms"]
+
+
+def test_deploy_params_reject_inconsistent_levels():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="ratio_concurrency 3 is not in concurrency_levels"):
+        DeployParams(concurrency_levels=[1, 2], ratio_concurrency=3)
+    with pytest.raises(ValidationError, match="nobatch_levels must be a subset"):
+        DeployParams(concurrency_levels=[1, 2], ratio_concurrency=None, nobatch_levels=[4])
