@@ -56,7 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--gb", type=float, default=1.0)
     ap.add_argument("--workdir", default="bench-data")
-    ap.add_argument("--chunk-rows", type=int, default=200_000)
+    ap.add_argument("--chunk-rows", type=int, default=100_000)
     ap.add_argument("--out", default="reports/bench_data_memory.json")
     args = ap.parse_args()
     work = Path(args.workdir)

@@ -58,7 +58,7 @@ class DataParams(_Section):
     sample_size: int | None = Field(None, gt=0, description="Keep at most this many rows before splitting.")
     min_rows_per_class: int = Field(10, ge=3, description="Fewer rows than this in any class is an error.")
     min_chars: int = Field(1, ge=1, description="Texts shorter than this after whitespace normalisation are dropped.")
-    chunk_rows: int = Field(200_000, ge=1000, description="Rows per chunk when reading and writing (bounds memory).")
+    chunk_rows: int = Field(100_000, ge=1000, description="Rows per chunk when reading and writing (bounds memory).")
     out_dir: str = Field("data", description="Where the Parquet splits and labels.json go.")
 
     @model_validator(mode="after")
@@ -180,8 +180,8 @@ class OptimizeParams(_Section):
     student_layers: list[int] = Field(
         default_factory=lambda: [0, 2, 4], min_length=1, description="Teacher layers the student keeps (and starts from)."
     )
-    distill_steps: int = Field(400, ge=1, le=100_000, description="Distillation optimizer steps.")
-    distill_batch_size: int = Field(32, ge=1, le=1024, description="Rows per distillation step.")
+    distill_steps: int = Field(300, ge=1, le=100_000, description="Distillation optimizer steps.")
+    distill_batch_size: int = Field(16, ge=1, le=1024, description="Rows per distillation step.")
     distill_rows: int | None = Field(
         None, ge=1, description="Training rows sampled for distillation (seeded). None: steps x batch size (one pass)."
     )
@@ -258,13 +258,15 @@ class DeployParams(_Section):
     """Load test of the server, container image and Kubernetes manifests (stage `deploy`, `kit deploy ...`)."""
 
     # -- load test (kit/loadtest.py)
+    model_dir: str = Field("models/serving", description="Serving model dir the load test serves (optimize stage).")
+    texts_path: str = Field("data/test.parquet", description="Parquet split whose `text` column feeds the load.")
     concurrency_levels: list[int] = Field(
-        default_factory=lambda: [1, 8, 16, 32],
+        default_factory=lambda: [1, 4, 8, 16, 32],
         min_length=1,
         description="Closed-loop client counts to load-test at; each client sends one single-text request at a time.",
     )
     ratio_concurrency: int | None = Field(
-        16,
+        None,
         ge=1,
         description="Concurrency level whose throughput is compared with the bare model (must be in "
         "concurrency_levels). None: the highest level whose p99 meets p99_target_ms.",

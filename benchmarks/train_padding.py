@@ -1,0 +1,129 @@
+"""Benchmark: training samples/s with dynamic padding + length-grouped batches vs padding every batch to max length.
+Usage: python benchmarks/train_padding.py [--steps 8] [--repeats 3] [--rows 8000] [--out reports/bench_train_padding.json]
+
+Both variants train the same model (reset to the same weights) with the same Trainer, batch size and learning rate on
+the same rows; they alternate within each repeat (order flipped every repeat) so machine drift hits both alike. The
+first step of each measurement is warm-up and not timed. Writes medians, per-repeat ratios and padding shares."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VARIANTS = {
+    # name: (group_by_length, pad_to_max_length)
+    "dynamic+grouped": (True, False),
+    "pad_to_max_length": (False, True),
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", default="data", help="the data stage's splits (train.parquet, labels.json)")
+    ap.add_argument("--params", default="params.yaml", help="model/train params (source, max_length, batch, lr)")
+    ap.add_argument("--source", default=None, help="override model.source (e.g. tiny for a smoke run)")
+    ap.add_argument("--rows", type=int, default=8000,
+                    help="rows to draw batches from (as many as the stage: length groups of 50 batches)")
+    ap.add_argument("--steps", type=int, default=8, help="optimizer steps per measurement (first one untimed)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default="reports/bench_train_padding.json")
+    ns = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import torch
+    from transformers import DataCollatorWithPadding, TrainerCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.utils import logging as hf_logging
+
+    from kit.io import write_json
+    from kit.params import load_params
+    from kit.train import encode, load_labels, load_model, load_splits, sample_rows, trainer_classes
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    params = load_params(ns.params, overrides={"model": {"source": ns.source}} if ns.source else None)
+    t, L = params.train, params.model.max_length
+    torch.set_num_threads(t.threads)
+    labels = load_labels(ns.data_dir)
+    rows = sample_rows(load_splits(ns.data_dir, labels)["train"], ns.rows, t.seed)
+    model, tok = load_model(params.model, labels, t.seed)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    ds = encode(rows, tok, L)
+    KitTrainer = trainer_classes()[0]
+
+    class Timer(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 1:
+                self.t1 = time.perf_counter()
+            self.tn = time.perf_counter()
+
+    def measure(name: str, out_dir: str) -> dict:
+        group, pad = VARIANTS[name]
+        model.load_state_dict(initial)
+        collator = DataCollatorWithPadding(tok, padding="max_length" if pad else "longest", max_length=L)
+        args = TrainingArguments(
+            output_dir=out_dir, per_device_train_batch_size=t.batch_size, max_steps=ns.steps,
+            learning_rate=t.learning_rate, seed=t.seed, save_strategy="no", eval_strategy="no",
+            logging_strategy="no", report_to="none", disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        )
+        timer = Timer()
+        trainer = KitTrainer(model=model, args=args, train_dataset=ds, data_collator=collator, processing_class=tok,
+                             group_by_length=group, callbacks=[timer])
+        trainer.remove_callback(PrinterCallback)
+        # What the timed steps see: tokens in the padded batches vs real (unpadded) tokens.
+        padded = real = 0
+        for i, batch in enumerate(trainer.get_train_dataloader()):
+            if i == ns.steps:
+                break
+            if i >= 1:
+                padded += batch["input_ids"].numel()
+                real += int(batch["attention_mask"].sum())
+        trainer.train()
+        seconds = timer.tn - timer.t1
+        samples = (ns.steps - 1) * t.batch_size
+        return {"variant": name, "samples_per_s": samples / seconds, "seconds": seconds, "samples": samples,
+                "padded_tokens": padded, "real_tokens": real, "padding_share": 1 - real / padded}
+
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(ns.repeats):
+            order = list(VARIANTS) if rep % 2 == 0 else list(VARIANTS)[::-1]
+            for name in order:
+                r = measure(name, tmp)
+                r["repeat"] = rep
+                runs.append(r)
+                print(f"repeat {rep} {name:18s} {r['samples_per_s']:7.1f} samples/s  "
+                      f"padding {r['padding_share']:.0%}", file=sys.stderr, flush=True)
+
+    def med(name: str, key: str = "samples_per_s") -> float:
+        return statistics.median(r[key] for r in runs if r["variant"] == name)
+
+    per_rep = [
+        next(r for r in runs if r["repeat"] == k and r["variant"] == "dynamic+grouped")["samples_per_s"]
+        / next(r for r in runs if r["repeat"] == k and r["variant"] == "pad_to_max_length")["samples_per_s"]
+        for k in range(ns.repeats)
+    ]
+    result = {
+        "what": "training samples/s, dynamic padding + length-grouped batches vs padding to model.max_length",
+        "config": {"model_source": params.model.source, "max_length": L, "batch_size": t.batch_size,
+                   "threads": t.threads, "rows": len(rows), "steps": ns.steps, "timed_steps": ns.steps - 1,
+                   "repeats": ns.repeats, "torch": torch.__version__},
+        "median_samples_per_s": {name: round(med(name), 2) for name in VARIANTS},
+        "median_padding_share": {name: round(med(name, "padding_share"), 3) for name in VARIANTS},
+        "speedup_dynamic_over_padded": round(statistics.median(per_rep), 3),
+        "speedup_per_repeat": [round(x, 3) for x in per_rep],
+        "runs": runs,
+    }
+    write_json(Path(ns.out), result)
+    print(f"dynamic+grouped is {result['speedup_dynamic_over_padded']:.2f}x the samples/s of pad-to-{L} "
+          f"(per repeat: {', '.join(f'{x:.2f}' for x in per_rep)}) -> {ns.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
