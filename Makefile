@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE := 1
 export NO_MKDOCS_2_WARNING := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install run test docs serve-docs clean
+.PHONY: install tools run test docs serve-docs clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,10 +23,14 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 install: $(VENV)/.installed
 
+# Linters the tests run, each in its own venv under .tools/ (checkov's pins would break the project's).
+tools:
+	bash scripts/tools.sh
+
 run: install
 	dvc repro
 
-test: install
+test: install tools
 	pytest
 
 docs: install

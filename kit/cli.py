@@ -253,6 +253,40 @@ def bench(
     typer.echo(f"wrote {out}")
 
 
+# --- train (owner: kit/train.py) -------------------------------------------------------------------------------
+@app.command("train")
+def train_cmd(
+    params_file: Annotated[Path, typer.Option("--params", help="params file")] = Path("params.yaml"),
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="the data stage's output directory")] = Path("data"),
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="where the model goes")] = Path("models/finetuned"),
+) -> None:
+    """Fine-tune outside papermill (same code as the finetune stage); resumes a checkpoint of the same run.
+    For several processes use `torchrun --nproc_per_node N -m kit.train --params FILE`. Exit 143 after SIGTERM."""
+    from kit.errors import ParamsError, TrainingInterrupted
+    from kit.io import project_root
+    from kit.params import load_params
+
+    try:
+        params = load_params(params_file)
+        root = project_root()
+    except ParamsError as exc:
+        for line in exc.lines:
+            typer.echo(line, err=True)
+        raise typer.Exit(1)
+    except FileNotFoundError as exc:  # no params.yaml + dvc.yaml above cwd
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1)
+    from kit.train import run_finetune  # imports torch and transformers
+
+    try:
+        run_finetune(params, root, data_dir, model_dir)
+    except TrainingInterrupted as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(143)
+    except KitError as exc:
+        _fail(exc)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

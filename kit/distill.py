@@ -43,20 +43,41 @@ def make_student(teacher: Any, layers: list[int]) -> Any:
     return student
 
 
-def teacher_logits(teacher: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
-    """The teacher's logits for `texts` (sorted by length and padded per batch for speed)."""
+def teacher_logits(
+    teacher: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 64,
+    onnx_path: str | Path | None = None, threads: int = 2,
+) -> np.ndarray:
+    """The teacher's logits for `texts` (sorted by length and padded per batch for speed).
+
+    Args:
+        teacher: the HF classifier.
+        tokenizer: its HF tokenizer.
+        texts: rows to score.
+        max_length: truncation.
+        batch_size: rows per forward pass.
+        onnx_path: a parity-checked fp32 ONNX export of the same teacher; when given, ONNX Runtime computes the
+            logits (same values within the parity tolerance, about twice as fast as PyTorch on CPU).
+        threads: ORT intra-op threads.
+    """
     import torch
     from tqdm import tqdm
+
+    from kit.export import onnx_logits, ort_session
 
     out = np.empty((len(texts), teacher.config.num_labels), dtype=np.float32)
     order = np.argsort([len(t) for t in texts], kind="stable")
     teacher.eval()
+    sess = ort_session(onnx_path, threads) if onnx_path else None
     with torch.inference_mode():
         for i in tqdm(range(0, len(order), batch_size), desc="teacher logits", unit="batch"):
             idx = order[i : i + batch_size]
             enc = tokenizer([texts[j] for j in idx], truncation=True, max_length=max_length, padding=True,
-                            return_tensors="pt")
-            out[idx] = teacher(**enc).logits.float().numpy()
+                            return_tensors="np" if sess else "pt")
+            if sess is not None:
+                batch = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
+                out[idx] = onnx_logits(sess, batch)
+            else:
+                out[idx] = teacher(**enc).logits.float().numpy()
     return out
 
 
@@ -74,6 +95,7 @@ def distill(
     max_length: int,
     seed: int = 42,
     threads: int = 2,
+    teacher_onnx: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train a student by knowledge distillation and save it as a HF model directory.
 
@@ -93,6 +115,7 @@ def distill(
         max_length: truncation length.
         seed: seeds init order, shuffling and dropout.
         threads: torch threads.
+        teacher_onnx: parity-checked ONNX export of the teacher to compute its logits with (faster); None: PyTorch.
 
     Returns:
         A summary: layers, steps, rows, seconds, final losses.
@@ -108,7 +131,7 @@ def distill(
     start = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(str(teacher_dir))
     teacher = AutoModelForSequenceClassification.from_pretrained(str(teacher_dir))
-    t_logits = teacher_logits(teacher, tok, texts, max_length)
+    t_logits = teacher_logits(teacher, tok, texts, max_length, onnx_path=teacher_onnx, threads=threads)
     t_teacher = time.perf_counter() - start
     student = make_student(teacher, layers)
     del teacher

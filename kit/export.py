@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -263,6 +264,7 @@ def _set_metadata(path: Path, spec: ModelSpec, extra: dict[str, str]) -> None:
         m.metadata_props.add(key=k, value=v)
     with atomic_path(path, suffix=".onnx") as tmp:
         onnx.save(m, str(tmp))
+    path.chmod(0o644)  # temp files are 0600; model files are meant to be shared
 
 
 def export_onnx(model: Any, out_path: str | Path, opset: int = 17) -> Path:
@@ -387,18 +389,26 @@ def quantize_int8(
 
     dst = Path(dst)
     wt = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}[weight_type]
-    with atomic_path(dst, suffix=".onnx") as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_dynamic(
-            str(src),
-            str(tmp),
-            per_channel=per_channel,
-            reduce_range=reduce_range,
-            weight_type=wt,
-            # The fused graph's custom ops hide weight types from the quantizer; without this it fails with
-            # "Unable to find data type for weight_name" (ENVIRONMENT.md).
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+    root_log = logging.getLogger()
+    level = root_log.level
+    # The quantizer logs a generic "consider pre-processing" hint on the root logger (shape inference; the fused
+    # graph is already optimised), which would read like a problem in every stage log.
+    root_log.setLevel(logging.ERROR)
+    try:
+        with atomic_path(dst, suffix=".onnx") as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(
+                str(src),
+                str(tmp),
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                weight_type=wt,
+                # The fused graph's custom ops hide weight types from the quantizer; without this it fails with
+                # "Unable to find data type for weight_name" (ENVIRONMENT.md).
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+    finally:
+        root_log.setLevel(level)
     _set_metadata(
         dst, spec, {"kind": "int8", "int8": f"per_channel={per_channel},reduce_range={reduce_range},weights={weight_type}"}
     )
@@ -548,6 +558,7 @@ def build_all(
             layers=list(opt.student_layers), steps=opt.distill_steps, batch_size=opt.distill_batch_size,
             learning_rate=opt.distill_learning_rate, temperature=opt.distill_temperature, alpha=opt.distill_alpha,
             max_length=max_length, seed=opt.seed, threads=opt.threads,
+            teacher_onnx=next(p for p in (out_dir / "onnx_optimized.onnx", out_dir / "onnx_fp32.onnx") if p.is_file()),
         )
         built += build_variants(out_dir / "student", out_dir, "student", student_kinds, **common)
     wanted = set(opt.variants) | {"onnx_fp32"}
@@ -670,4 +681,7 @@ def write_serving(
     write_json(out_dir / "serving.json", serving)
     record = {**selection, "version": version, "model_sha256": _sha256(out_dir / "model.onnx")}
     write_json(out_dir / "selection.json", record)
+    for f in ("model.onnx", "tokenizer.json", "labels.json", "serving.json", "selection.json"):
+        # Temp files are created 0600; the server may run as another (non-root) user in its container.
+        (out_dir / f).chmod(0o644)
     return record

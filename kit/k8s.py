@@ -400,7 +400,9 @@ def _network_policy(params: Params, component: str, ingress_port: int | None) ->
     return k8s.V1NetworkPolicy(
         api_version="networking.k8s.io/v1",
         kind="NetworkPolicy",
-        metadata=k8s.V1ObjectMeta(name=f"{d.name}-{component}", namespace=d.namespace, labels=_labels(params, component)),
+        metadata=k8s.V1ObjectMeta(
+            name=f"{d.name}-{component}", namespace=d.namespace, labels=_labels(params, component)
+        ),
         spec=k8s.V1NetworkPolicySpec(
             pod_selector=k8s.V1LabelSelector(match_labels=_selector(params, component)),
             # Only the HTTP port is reachable; the model needs no egress at all (weights are in the image).
@@ -898,7 +900,8 @@ def run_checkov(paths: Iterable[str | Path], framework: str, checkov: str | Path
             data, pos = dec.raw_decode(text, pos)
             reports += data if isinstance(data, list) else [data]
     except json.JSONDecodeError:
-        raise DeployError(f"checkov output is not JSON (exit {proc.returncode}): {proc.stderr.strip()[-500:]}") from None
+        err = proc.stderr.strip()[-500:]
+        raise DeployError(f"checkov output is not JSON (exit {proc.returncode}): {err}") from None
     passed, failed, skipped, parse_errors = 0, [], [], 0
     for rep in reports:
         if not isinstance(rep, dict):

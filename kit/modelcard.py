@@ -94,15 +94,16 @@ def render_model_card(report: dict[str, Any], params: Params) -> str:
         "## Intended use",
         "",
         "- Sentiment (negative / neutral / positive) of short English social-media texts similar to the training "
-        "corpus (tweets about technology), as a component that a human or a downstream rule reviews.",
+        "corpus (tweets about airlines, self-driving cars, sports, festivals, products), as a component whose "
+        "output a human or a downstream rule reviews.",
         "- A reference model for the kit's pipeline: export, optimisation, serving and monitoring.",
         "",
         "## Limits",
         "",
         "- Trained on one small, domain-specific corpus; accuracy on other domains, languages, long documents "
         f"(beyond {params.model.max_length} tokens only the start is read), sarcasm or code-mixed text is unknown.",
-        "- Labels come from crowd annotators with varying agreement; the neutral class is the hardest to separate "
-        "(see per-class recall above).",
+        "- Labels come from crowd annotators with varying agreement (the corpus' `confidence` column), so part of "
+        "the test error is label noise; compare the per-class figures above before trusting a class.",
         "- Class balance in training follows the corpus: the minority class has lower recall.",
         "- Not for decisions about people (moderation, hiring, credit) without a separate evaluation for fairness "
         "and error costs.",

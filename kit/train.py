@@ -38,9 +38,12 @@ __all__ = [
     "load_model",
     "encode",
     "run_fingerprint",
+    "trainer_classes",
     "find_resume_checkpoint",
     "plot_training_curves",
     "plot_confusion",
+    "summary_table",
+    "per_class_table",
     "check_quality_gate",
     "run_finetune",
     "main",
@@ -101,7 +104,7 @@ def load_splits(data_dir: str | Path, labels: list[str]) -> dict[str, pd.DataFra
         if len(bad):
             raise DataError(
                 f"{path}: column label_id has {len(bad)} value(s) outside 0..{len(labels) - 1} "
-                f"(labels.json lists {len(labels)} labels), e.g. {bad['label_id'].iloc[0]!r}"
+                f"(labels.json lists {len(labels)} labels), e.g. {int(bad['label_id'].iloc[0])}"
             )
         out[split] = pd.DataFrame({"text": df["text"].astype(str), "label_id": ids.astype("int64")}).reset_index(
             drop=True
@@ -310,8 +313,9 @@ def _dist_ready() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def _make_classes():
-    """Trainer pieces, defined lazily so importing kit.train does not import transformers."""
+def trainer_classes():
+    """(KitTrainer, MarkComplete, StopOnSignal, Progress, Live): the Trainer subclass with an epoch-seeded (optionally
+    length-grouped) sampler and the stage's callbacks; defined lazily so `import kit.train` does not import transformers."""
     import torch
     from transformers import Trainer, TrainerCallback
     from transformers.integrations import DVCLiveCallback
@@ -341,6 +345,8 @@ def _make_classes():
             return iter(torch.randperm(len(self.lengths), generator=gen).tolist())
 
     class KitTrainer(Trainer):
+        """The transformers Trainer with EpochSeededSampler as its training sampler (datasets from `encode`)."""
+
         def __init__(self, *a, group_by_length: bool = True, **kw):
             super().__init__(*a, **kw)
             self._kit_group = group_by_length
@@ -441,8 +447,15 @@ def _make_classes():
                 return
             from dvclive import Live as DVCLive
 
+            class PipelineLive(DVCLive):
+                # DVCLive's repository hook would `dvc init` a plain git repo, fail in a git repo without commits
+                # (SCMError: Empty git repo) and record experiments; in a pipeline `dvc repro` / `dvc exp run` own
+                # all of that, and dvc.yaml lists our files, so the hook is skipped altogether.
+                def _init_dvc(self) -> None:
+                    self._save_dvc_exp = False
+
             # save_dvc_exp=False / dvcyaml=None: `dvc exp run` and `dvc repro` own the experiment and dvc.yaml.
-            self.live = DVCLive(dir=str(self._dir), save_dvc_exp=False, dvcyaml=None, report=None)
+            self.live = PipelineLive(dir=str(self._dir), save_dvc_exp=False, dvcyaml=None, report=None)
             self.live.log_params(self._params)
             for logs in state.log_history:
                 logs = dict(logs)
@@ -476,7 +489,7 @@ def _live_name(key: str) -> str | None:
     (train_runtime, total_flos, ...) are in reports/train.json instead."""
     if key in ("loss", "grad_norm", "learning_rate"):
         return f"train/{key}"
-    if key.startswith("eval_"):
+    if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second")):
         return f"eval/{key[5:]}"
     return None
 
@@ -532,6 +545,32 @@ def plot_confusion(confusions: dict[str, list[list[int]]], labels: list[str]) ->
                xlabel="predicted", ylabel="true", title=name)
     fig.tight_layout()
     return fig
+
+
+def summary_table(report: dict[str, Any]) -> pd.DataFrame:
+    """Test accuracy and macro-F1 of the fine-tuned model beside the baseline, plus speed."""
+    tr = report["train"]
+    return pd.DataFrame(
+        [
+            {"model": "fine-tuned", "test accuracy": report["model"]["accuracy"],
+             "test macro-F1": report["model"]["macro_f1"], "train time (s)": tr["train_time_s"],
+             "train samples/s": tr["train_samples_per_s"]},
+            {"model": "TF-IDF + LR baseline", "test accuracy": report["baseline"]["accuracy"],
+             "test macro-F1": report["baseline"]["macro_f1"], "train time (s)": report["baseline"]["fit_time_s"],
+             "train samples/s": None},
+        ]
+    ).set_index("model")
+
+
+def per_class_table(report: dict[str, Any]) -> pd.DataFrame:
+    """Per-class precision / recall / F1 of both models on the test split."""
+    rows = []
+    for name in report["labels"]:
+        m, b = report["model"]["per_class"][name], report["baseline"]["per_class"][name]
+        rows.append({"class": name, "support": m["support"], "precision": m["precision"], "recall": m["recall"],
+                     "F1": m["f1"], "baseline precision": b["precision"], "baseline recall": b["recall"],
+                     "baseline F1": b["f1"]})
+    return pd.DataFrame(rows).set_index("class")
 
 
 # ------------------------------------------------------------------------------------------------ stage
@@ -620,6 +659,7 @@ def run_finetune(
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the Trainer's info lines would drown the progress bar
+    hf_logging.disable_progress_bar()  # and so would a "Writing model shards" bar per checkpoint
     torch.set_num_threads(max(1, t.threads // world))
 
     labels = load_labels(data_dir)
@@ -672,9 +712,13 @@ def run_finetune(
         disable_tqdm=True,  # our own plain tqdm bar instead (the notebook widget does not render under papermill)
         use_cpu=not cuda,
         ddp_backend=("nccl" if cuda else "gloo") if world > 1 else None,
+        ddp_find_unused_parameters=False,  # every weight takes part in the forward pass
+        # True would multiply the loss by the process count for models that take **kwargs but ignore
+        # num_items_in_batch (BERT): doubled gradients and logged losses under DDP.
+        average_tokens_across_devices=False,
         dataloader_num_workers=0,
     )
-    KitTrainer, MarkComplete, StopOnSignal, Progress, Live = _make_classes()
+    KitTrainer, MarkComplete, StopOnSignal, Progress, Live = trainer_classes()
     marker, stopper = MarkComplete(fingerprint), StopOnSignal()
     callbacks = [marker, stopper, Progress(), Live(reports_dir / "train_live", {
         "model": params.model.model_dump(mode="json"), "train": params.train.model_dump(mode="json"),
@@ -699,7 +743,6 @@ def run_finetune(
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda *_: setattr(stopper, "requested", True))
     try:
-        start_step = trainer.state.global_step  # 0; the checkpoint's step is read inside train()
         t0 = time.perf_counter()
         out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         train_time = time.perf_counter() - t0
@@ -709,10 +752,7 @@ def run_finetune(
     if stopper.requested:
         step = stopper.stopped_at if stopper.stopped_at is not None else trainer.state.global_step
         raise TrainingInterrupted(step, marker.last or ckpt_dir)
-    resumed_step = None
-    if resume is not None:
-        resumed_step = int(resume.name[len(CHECKPOINT_PREFIX) :])
-    del start_step
+    resumed_step = int(resume.name[len(CHECKPOINT_PREFIX) :]) if resume is not None else None
 
     t0 = time.perf_counter()
     pred = trainer.predict(test_ds, metric_key_prefix="test")

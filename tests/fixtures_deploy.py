@@ -11,7 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["tiny_serving_dir", "write_texts_parquet", "EchoServer", "TEXTS"]
+from fastapi import Request  # module level: FastAPI resolves the handler's (string) annotation from here
+
+__all__ = ["tiny_serving_dir", "write_texts_parquet", "EchoServer", "FakeKubeAPI", "TEXTS"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,3 +106,103 @@ class EchoServer:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+# ----------------------------------------------------------------------------------- fake Kubernetes API server
+# Just enough of the API for the client's discovery and server-side apply: /version, /api, /apis, resource lists, and
+# PATCH on any object path, recorded with its query (dryRun, fieldManager, force) and content type.
+_RESOURCES = {
+    ("", "v1"): [("namespaces", "Namespace", False), ("services", "Service", True),
+                 ("persistentvolumeclaims", "PersistentVolumeClaim", True)],
+    ("apps", "v1"): [("deployments", "Deployment", True)],
+    ("autoscaling", "v2"): [("horizontalpodautoscalers", "HorizontalPodAutoscaler", True)],
+    ("policy", "v1"): [("poddisruptionbudgets", "PodDisruptionBudget", True)],
+    ("networking.k8s.io", "v1"): [("networkpolicies", "NetworkPolicy", True)],
+    ("batch", "v1"): [("jobs", "Job", True)],
+}  # fmt: skip
+
+
+class FakeKubeAPI:
+    """A uvicorn server in a thread; `calls` lists (method, path, query, content-type); `reject` names a resource
+    whose PATCH answers 422 like an admission webhook."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import uvicorn
+        from fastapi import FastAPI
+        from fastapi.responses import JSONResponse
+
+        from kit.loadtest import free_port
+
+        self.calls: list[tuple[str, str, dict, str]] = []
+        self.reject: str | None = None
+        app = FastAPI()
+
+        def res_list(group: str, version: str) -> dict:
+            gv = f"{group}/{version}" if group else version
+            return {"kind": "APIResourceList", "groupVersion": gv, "resources": [
+                {"name": n, "singularName": k.lower(), "namespaced": ns, "kind": k,
+                 "verbs": ["create", "delete", "get", "list", "patch", "update"]}
+                for n, k, ns in _RESOURCES[(group, version)]]}  # fmt: skip
+
+        @app.get("/version")
+        @app.get("/version/")
+        def version():
+            return {"major": "1", "minor": "33", "gitVersion": "v1.33.0", "gitCommit": "0" * 40,
+                    "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24",
+                    "compiler": "gc", "platform": "linux/amd64"}  # fmt: skip
+
+        @app.get("/api")
+        def api():
+            return {"kind": "APIVersions", "versions": ["v1"]}
+
+        @app.get("/api/v1")
+        def core():
+            return res_list("", "v1")
+
+        @app.get("/apis")
+        def apis():
+            groups = [{"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v}],
+                       "preferredVersion": {"groupVersion": f"{g}/{v}", "version": v}}
+                      for g, v in _RESOURCES if g]  # fmt: skip
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+        @app.get("/apis/{group}/{version}")
+        def group_version(group: str, version: str):
+            return res_list(group, version)
+
+        @app.patch("/{path:path}")
+        async def patch(path: str, request: Request):
+            body = await request.body()
+            self.calls.append(("PATCH", "/" + path, dict(request.query_params), request.headers.get("content-type")))
+            if self.reject and self.reject in path:
+                return JSONResponse({"kind": "Status", "status": "Failure", "code": 422, "reason": "Invalid",
+                                     "message": f"admission webhook denied {path}"}, status_code=422)  # fmt: skip
+            import yaml
+
+            return JSONResponse(yaml.safe_load(body))
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def kubeconfig(self, path: Path) -> Path:
+        import yaml
+
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "u"}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+        }))  # fmt: skip
+        return path
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

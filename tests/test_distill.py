@@ -45,3 +45,19 @@ def test_distill_trains_saves_and_is_deterministic(tiny_model, tiny_data, tmp_pa
     t = load_file(tiny_model / "model.safetensors")
     assert not torch.equal(wa["bert.encoder.layer.1.attention.self.query.weight"],
                            t["bert.encoder.layer.2.attention.self.query.weight"])
+
+
+def test_teacher_logits_from_onnx_match_pytorch(tiny_model, tmp_path):  # noqa: F811
+    from transformers import AutoTokenizer
+
+    from kit.distill import teacher_logits
+    from kit.export import export_onnx
+    from tests.fixtures_optimize import TEXTS
+
+    teacher = load_classifier(tiny_model)
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    path = export_onnx(teacher, tmp_path / "t.onnx")
+    a = teacher_logits(teacher, tok, TEXTS, 16, batch_size=3)
+    b = teacher_logits(teacher, tok, TEXTS, 16, batch_size=3, onnx_path=path, threads=1)
+    assert a.shape == (len(TEXTS), 3)
+    assert abs(a - b).max() < 1e-4

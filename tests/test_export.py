@@ -110,6 +110,7 @@ def test_write_serving_directory(variants, tiny_model, tmp_path):  # noqa: F811
         "labels.json", "model.onnx", "selection.json", "serving.json", "tokenizer.json"
     ]
     assert json.loads((out / "labels.json").read_text()) == {"labels": LABELS}
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in out.iterdir())  # readable by a non-root server user
     serving = json.loads((out / "serving.json").read_text())
     assert serving["max_length"] == 16 and serving["version"] == rec["version"] == json.loads(
         (out / "selection.json").read_text()

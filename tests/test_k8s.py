@@ -360,3 +360,41 @@ def test_batch_score_names_bad_input(tmp_path):
 
 def test_cluster_error_type_is_a_deploy_error():
     assert issubclass(ClusterUnavailableError, DeployError)
+
+
+def test_apply_dry_runs_everything_then_applies_server_side(rendered, tmp_path, monkeypatch):
+    from kit.k8s import apply_manifests
+    from tests.fixtures_deploy import FakeKubeAPI
+
+    api = FakeKubeAPI()
+    try:
+        monkeypatch.setenv("KUBECONFIG", str(api.kubeconfig(tmp_path / "kubeconfig")))
+        log = apply_manifests(rendered, sets=["online", "batch"])
+        patches = [(path, q) for m, path, q, ct in api.calls]
+        n = 9  # namespace + 5 online + 3 batch
+        assert len(patches) == 2 * n and len(log) == 2 * n
+        # Every object is dry-run first; only then is anything applied for real.
+        assert all(q.get("dryRun") == "All" for _, q in patches[:n])
+        assert all("dryRun" not in q for _, q in patches[n:])
+        assert [p for p, _ in patches[:n]] == [p for p, _ in patches[n:]]
+        assert patches[0][0] == "/api/v1/namespaces/kit"  # the namespace before what lives in it
+        assert "/apis/apps/v1/namespaces/kit/deployments/kit-serve" in [p for p, _ in patches]
+        assert all(q.get("fieldManager") == "kit-deploy" and q.get("force") == "true" for _, q in patches)
+        assert {ct for *_, ct in api.calls} == {"application/apply-patch+yaml"}
+        # An object the server rejects in the dry run: nothing at all is applied for real.
+        api.calls.clear()
+        api.reject = "poddisruptionbudgets"
+        with pytest.raises(DeployError, match="PodDisruptionBudget/kit-serve rejected in dry-run: admission webhook"):
+            apply_manifests(rendered, sets=["online"])
+        assert all(q.get("dryRun") == "All" for _, _, q, _ in api.calls)
+        # Knative is not installed in this cluster: said plainly.
+        api.reject = None
+        with pytest.raises(DeployError, match="does not serve serving.knative.dev/v1 Service"):
+            apply_manifests(rendered, sets=["serverless"], dry_run_only=True)
+    finally:
+        api.stop()
+
+
+def test_manifests_are_deterministic(params):
+    a, b = build_manifests(params, REPORT), build_manifests(params, REPORT)
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)

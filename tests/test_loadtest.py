@@ -128,6 +128,9 @@ def test_run_loadtest_end_to_end_on_a_tiny_model(tmp_path):
         rep["levels"][1]["throughput_rps"] / rep["bare_throughput_rps"], abs=2e-3
     )
     assert rep["resources"]["rss_peak_mib"] > 50
+    # The server's own batch-size histogram: batch 1 means batch 1; with batching, 1 to max_batch_size.
+    assert rep["nobatch_levels"][0]["mean_batch_size"] == 1.0
+    assert all(1.0 <= r["mean_batch_size"] <= 4 for r in rep["levels"])
     assert rep["model"]["version"] == "test-0.1"
     json.dumps(rep)  # the report is plain JSON
     f1, f2 = plot_loadtest(rep)
@@ -152,3 +155,43 @@ def test_deploy_params_reject_inconsistent_levels():
         DeployParams(concurrency_levels=[1, 2], ratio_concurrency=3)
     with pytest.raises(ValidationError, match="nobatch_levels must be a subset"):
         DeployParams(concurrency_levels=[1, 2], ratio_concurrency=None, nobatch_levels=[4])
+
+
+def test_raw_connection_reads_chunked_and_reconnects():
+    from kit.loadtest import _Connection
+
+    seen = []
+
+    async def handle(reader, writer):
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            n = int([ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")][0].split(b":")[1])
+            body = await reader.readexactly(n)
+            seen.append(body)
+            if b'"a"' in body:  # chunked body, keep the connection
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+            elif b'"b"' in body:  # an error, then the server hangs up
+                writer.write(b"HTTP/1.1 503 Unavailable\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno")
+                await writer.drain()
+                break
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+    async def run():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = _Connection("127.0.0.1", port, timeout_s=5)
+        statuses = [await conn.post(b'{"texts": ["a"]}'), await conn.post(b'{"texts": ["b"]}')]
+        statuses.append(await conn.post(b'{"texts": ["c"]}'))  # needs a new connection
+        conn.close()
+        server.close()
+        await server.wait_closed()
+        return statuses
+
+    assert asyncio.run(run()) == [200, 503, 200]
+    assert seen == [b'{"texts": ["a"]}', b'{"texts": ["b"]}', b'{"texts": ["c"]}']

@@ -1,0 +1,289 @@
+"""Tests for the finetune stage (kit/train.py, kit/baseline.py, kit/modelcard.py) on a tiny random BERT.
+Covers model sources, label wiring, data errors, baseline, quality gate, determinism, SIGKILL/SIGTERM resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kit.baseline import classification_metrics, fit_baseline
+from kit.errors import DataError, KitError, ParamsError, QualityGateError
+from kit.params import ModelParams, load_params
+from kit.train import (
+    MARKER,
+    find_resume_checkpoint,
+    load_labels,
+    load_model,
+    load_splits,
+    run_finetune,
+    sample_rows,
+)
+from tests.fixtures_train import LABELS, make_project, synthetic_split
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+WEIGHTS = "models/finetuned/model.safetensors"
+
+
+def _log(proc_out: str) -> str:
+    return proc_out.replace("\r", "\n")
+
+
+# ------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted tiny run, in this process: (project root, report)."""
+    root = make_project(tmp_path_factory.mktemp("reference"))
+    report = run_finetune(load_params(root / "params.yaml"), root)
+    return root, report
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended (rc {proc.returncode}) before {path} appeared:\n{proc.stdout.read()}")
+        if time.monotonic() > end:
+            proc.kill()
+            raise AssertionError(f"{path} did not appear within {timeout}s")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """The same run as `reference`, in subprocesses: SIGKILL after the first checkpoint, a fake half-written
+    checkpoint planted, rerun, SIGTERM after the third checkpoint, rerun to the end. Returns what each step saw."""
+    root = make_project(tmp_path_factory.mktemp("interrupted"))
+    ckpts = root / "checkpoints" / "finetune"
+    cmd = [sys.executable, "-m", "kit.train"]
+    out: dict = {"root": root}
+
+    p = subprocess.Popen(cmd, cwd=root, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(ckpts / "checkpoint-10" / MARKER, p)
+    p.send_signal(signal.SIGKILL)
+    p.communicate()
+    out["kill_rc"] = p.returncode
+    # A checkpoint the kill cut short: directory there, no marker (as if killed while the Trainer wrote it).
+    fake = ckpts / "checkpoint-55"
+    fake.mkdir(parents=True)
+    (fake / "model.safetensors").write_bytes(b"truncated")
+    out["after_kill"] = sorted(p.name for p in ckpts.iterdir())
+
+    p = subprocess.Popen(cmd, cwd=root, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(ckpts / "checkpoint-30" / MARKER, p)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    out["term_log"] = _log(p.communicate()[0])
+    out["term_exit_s"] = time.monotonic() - t0
+    out["term_rc"] = p.returncode
+    out["after_term"] = sorted(p.name for p in ckpts.iterdir())
+    # What the SIGTERM checkpoint holds (the final rerun below removes checkpoints once it succeeds).
+    out["term_checkpoints"] = {
+        c.name: {"marker": json.loads((c / MARKER).read_text()), "state": json.loads((c / "trainer_state.json").read_text())}
+        for c in ckpts.iterdir()
+        if (c / MARKER).is_file()
+    }
+
+    # The last rerun in this process (transformers is imported already): the stage entry point is the same.
+    out["final_report"] = run_finetune(load_params(root / "params.yaml"), root)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- model sources
+def test_tiny_model_has_label_map_and_eager_attention():
+    model, tok = load_model(ModelParams(source="tiny"), LABELS, seed=1)
+    assert model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+    assert model.config.label2id == {"negative": 0, "neutral": 1, "positive": 2}
+    assert model.config.num_labels == 3 and model.config.hidden_size == 64
+    assert model.config._attn_implementation == "eager"
+    assert model.config.vocab_size == len(tok)
+    again, _ = load_model(ModelParams(source="tiny"), LABELS, seed=1)  # seeded init: same weights
+    assert all(np.array_equal(a.detach(), b.detach()) for a, b in zip(model.parameters(), again.parameters()))
+
+
+def test_local_directory_source(tmp_path):
+    model, tok = load_model(ModelParams(source="tiny"), LABELS, seed=3)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    loaded, _ = load_model(ModelParams(source="local", name=str(tmp_path / "m")), LABELS, seed=4)
+    assert loaded.config.id2label[2] == "positive" and loaded.config._attn_implementation == "eager"
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert np.array_equal(a, b), name  # same labels: every weight, head included, comes from the directory
+    with pytest.raises(KitError, match="model.name: .*nope is not a model directory"):
+        load_model(ModelParams(source="local", name=str(tmp_path / "nope")), LABELS)
+
+
+def test_embedded_model_loads_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, tok = load_model(ModelParams(source="embedded"), ["a", "b"], seed=0)
+    assert model.config.num_hidden_layers == 6 and model.config.hidden_size == 384
+    assert model.config.id2label == {0: "a", 1: "b"} and model.classifier.out_features == 2
+    assert model.config._attn_implementation == "eager"
+    assert tok("hello world")["input_ids"][0] == tok.cls_token_id
+
+
+def test_hub_source_needs_a_name_and_says_when_offline(monkeypatch):
+    with pytest.raises(ValueError, match="model.name is required"):
+        ModelParams(source="hub")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(KitError, match=r"model.source 'hub': cannot load someone/not-cached \(offline\?"):
+        load_model(ModelParams(source="hub", name="someone/not-cached"), LABELS)
+
+
+# ------------------------------------------------------------------------------------------------- data
+def test_data_errors_name_file_and_column(tmp_path):
+    with pytest.raises(DataError, match="labels.json: not found"):
+        load_labels(tmp_path)
+    (tmp_path / "labels.json").write_text('{"labels": "negative"}')
+    with pytest.raises(DataError, match="labels.json: 'labels' must be a list"):
+        load_labels(tmp_path)
+    df = synthetic_split(20, seed=0)
+    for split in ("train", "validation", "test"):
+        df.to_parquet(tmp_path / f"{split}.parquet")
+    assert len(load_splits(tmp_path, LABELS)["test"]) == 20
+    df.drop(columns="text").to_parquet(tmp_path / "validation.parquet")
+    with pytest.raises(DataError, match=r"validation.parquet: missing column\(s\) text"):
+        load_splits(tmp_path, LABELS)
+    df.assign(label_id=df["label_id"] + 5).to_parquet(tmp_path / "validation.parquet")
+    with pytest.raises(DataError, match=r"validation.parquet: column label_id has 20 value\(s\) outside 0..2"):
+        load_splits(tmp_path, LABELS)
+
+
+def test_sample_rows_is_deterministic():
+    df = synthetic_split(100, seed=0)
+    a, b = sample_rows(df, 30, seed=7), sample_rows(df, 30, seed=7)
+    assert len(a) == 30 and a.equals(b) and not a.equals(sample_rows(df, 30, seed=8))
+    assert sample_rows(df, None, 7) is df and sample_rows(df, 1000, 7) is df
+
+
+def test_train_params_checked(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("train:\n  eval_steps: 30\n  save_steps: 50\n")
+    with pytest.raises(ParamsError, match="train: .*save_steps \\(50\\) must be a multiple of eval_steps \\(30\\)"):
+        load_params(path)
+    path.write_text("train:\n  max_steps: 0\n")
+    with pytest.raises(ParamsError, match="max_steps must be -1"):
+        load_params(path)
+
+
+# --------------------------------------------------------------------------------------------- baseline
+def test_classification_metrics_by_hand():
+    m = classification_metrics([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0], LABELS)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["per_class"]["negative"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert m["per_class"]["neutral"]["precision"] == 0.5 and m["per_class"]["neutral"]["recall"] == 1.0
+    assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 0.8) / 3)
+    assert m["confusion"] == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+
+
+def test_baseline_learns_the_synthetic_task():
+    out = fit_baseline(synthetic_split(300, seed=1), synthetic_split(150, seed=2), LABELS)
+    assert out["macro_f1"] > 0.85 and set(out["per_class"]) == set(LABELS) and out["fit_time_s"] >= 0
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+def test_find_resume_checkpoint_rules(tmp_path):
+    def ckpt(step: int, fingerprint: str | None, state: bool = True) -> Path:
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        if state:
+            (d / "trainer_state.json").write_text("{}")
+        if fingerprint:
+            (d / MARKER).write_text(json.dumps({"fingerprint": fingerprint, "step": step}))
+        return d
+
+    ckpt(10, "abc"), ckpt(20, "abc"), ckpt(30, None), ckpt(40, "abc", state=False)
+    said: list[str] = []
+    assert find_resume_checkpoint(tmp_path, "abc", log=said.append) == tmp_path / "checkpoint-20"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-20"]
+    assert any("half-written checkpoint" in s and "checkpoint-30" in s for s in said)
+    said.clear()
+    assert find_resume_checkpoint(tmp_path, "other", log=said.append) is None
+    assert any("other params or data" in s for s in said) and any("starting fresh" in s for s in said)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------- training
+def test_reference_run_outputs(reference):
+    root, report = reference
+    model_dir = root / "models" / "finetuned"
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "labels.json"):
+        assert (model_dir / name).is_file(), name
+    assert json.loads((model_dir / "labels.json").read_text()) == {"labels": LABELS}
+    assert json.loads((model_dir / "config.json").read_text())["id2label"] == {"0": "negative", "1": "neutral", "2": "positive"}
+    written = json.loads((root / "reports" / "train.json").read_text())
+    assert written["model"]["macro_f1"] == report["model"]["macro_f1"] > 0.8  # the tiny model learned the task
+    assert set(written["model"]["per_class"]) == set(LABELS) and set(written["baseline"]["per_class"]) == set(LABELS)
+    assert written["data"]["test_rows"] == 150 and written["data"]["train_rows"] == 200
+    assert written["train"]["steps"] == 60 and written["train"]["resumed_from_step"] is None
+    assert written["train"]["train_samples_per_s"] > 0 and written["gate"]["passed"]
+    assert written["macro_f1_gain"] == pytest.approx(written["model"]["macro_f1"] - written["baseline"]["macro_f1"], abs=1e-4)
+    for png in ("train_curves.png", "train_confusion.png"):
+        assert (root / "reports" / "plots" / png).stat().st_size > 1000
+    card = (root / "reports" / "model_card.md").read_text()
+    assert f"{written['model']['macro_f1']:.3f}" in card and "TF-IDF" in card and "## Limits" in card
+    tsv = (root / "reports" / "train_live" / "plots" / "metrics" / "eval" / "macro_f1.tsv").read_text().split()
+    assert tsv[:2] == ["step", "macro_f1"] and tsv[2::2] == ["10", "20", "30", "40", "50", "60"]
+    assert not (root / "reports" / "train_live" / "dvc.yaml").exists()  # DVCLive leaves dvc.yaml to the pipeline
+    assert not list((root / "checkpoints" / "finetune").glob("checkpoint-*"))  # removed after success
+
+
+def test_quality_gate_fails_but_writes_model_and_rerun_is_bitwise_identical(reference, tmp_path):
+    root = make_project(tmp_path, train={"min_macro_f1": 0.99})
+    with pytest.raises(QualityGateError, match=r"test macro-F1 0\.\d+ < train.min_macro_f1 0.9900"):
+        run_finetune(load_params(root / "params.yaml"), root)
+    assert json.loads((root / "reports" / "train.json").read_text())["gate"]["passed"] is False
+    # Determinism: an independent fresh run with the same params and data gives the same bytes.
+    assert (root / WEIGHTS).read_bytes() == (reference[0] / WEIGHTS).read_bytes()
+
+
+def test_sigkill_run_resumes_instead_of_restarting(interrupted):
+    assert interrupted["kill_rc"] == -signal.SIGKILL
+    assert "checkpoint-10" in interrupted["after_kill"]
+    log = interrupted["term_log"]
+    assert "ignoring half-written checkpoint" in log and "checkpoint-55" in log
+    assert "resuming from" in log and "starting fresh" not in log
+    resumed = int(log.split("resuming from ")[1].split("checkpoint-")[1].split()[0])
+    assert resumed >= 10 and "checkpoint-55" not in interrupted["after_term"]
+
+
+def test_sigterm_writes_checkpoint_and_exits_nonzero(interrupted):
+    assert interrupted["term_rc"] == 143, interrupted["term_log"][-2000:]
+    step = int(interrupted["term_log"].split("interrupted by SIGTERM at step ")[1].split(";")[0])
+    assert step >= 30 and f"checkpoint-{step}" in interrupted["after_term"]
+    ckpt = interrupted["term_checkpoints"][f"checkpoint-{step}"]  # complete: marker written last
+    assert ckpt["marker"]["step"] == step and ckpt["state"]["global_step"] == step
+    assert interrupted["term_exit_s"] < 60  # a grace period, not a benchmark
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(interrupted, reference):
+    root = interrupted["root"]
+    assert interrupted["final_report"]["train"]["resumed_from_step"] >= 30
+    report = json.loads((root / "reports" / "train.json").read_text())
+    assert report["train"]["resumed_from_step"] >= 30 and report["train"]["steps"] == 60
+    assert (root / WEIGHTS).read_bytes() == (reference[0] / WEIGHTS).read_bytes()
+    # DVCLive curves are rebuilt from the checkpoint's history: same steps as the uninterrupted run.
+    tsv = root / "reports" / "train_live" / "plots" / "metrics" / "eval" / "macro_f1.tsv"
+    ref_tsv = reference[0] / "reports" / "train_live" / "plots" / "metrics" / "eval" / "macro_f1.tsv"
+    assert tsv.read_text() == ref_tsv.read_text()
+
+
+def test_torchrun_two_processes(reference, tmp_path):
+    root = make_project(tmp_path)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "kit.train"]
+    r = subprocess.run(cmd, cwd=root, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, _log(r.stdout + r.stderr)[-3000:]
+    report = json.loads((root / "reports" / "train.json").read_text())
+    assert report["train"]["processes"] == 2 and report["train"]["steps"] == 60
+    # Same global batch (8 per process), same schedule: a model of the same quality.
+    assert report["model"]["macro_f1"] >= reference[1]["model"]["macro_f1"] - 0.05
+    assert _log(r.stdout).count("finetune done") == 1  # only rank 0 reports and writes
+    assert (root / WEIGHTS).is_file()
