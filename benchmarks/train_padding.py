@@ -2,9 +2,10 @@
 (and vs dynamic padding alone).
 Usage: python benchmarks/train_padding.py [--steps 8] [--repeats 3] [--rows 8000] [--out reports/bench_train_padding.json]
 
-All variants train the same model (reset to the same weights) with the same Trainer, batch size and learning rate on
-the same rows; they alternate within each repeat (order flipped every repeat) so machine drift hits all alike. The
-first step of each measurement is warm-up and not timed. Writes medians, per-repeat ratios and padding shares."""
+All variants train the same model (reset to the same weights) with the same batch size and learning rate on batches
+built by the stage's Trainer dataloader from the same rows; they alternate within each repeat (order flipped every
+repeat) so machine drift hits all alike. The first step of each measurement is warm-up and not timed. Writes
+medians, per-repeat ratios and padding shares."""
 
 from __future__ import annotations
 
@@ -31,15 +32,16 @@ def main() -> int:
     ap.add_argument("--source", default=None, help="override model.source (e.g. tiny for a smoke run)")
     ap.add_argument("--rows", type=int, default=8000,
                     help="rows to draw batches from (as many as the stage: length groups of 50 batches)")
-    ap.add_argument("--steps", type=int, default=8, help="optimizer steps per measurement (first one untimed)")
+    ap.add_argument("--steps", type=int, default=8,
+                    help="optimizer steps per measurement, on batches spread over the epoch (first one untimed)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="reports/bench_train_padding.json")
     ns = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import torch
-    from transformers import DataCollatorWithPadding, TrainerCallback, TrainingArguments
-    from transformers.trainer_callback import PrinterCallback
+    import numpy as np
+    from transformers import DataCollatorWithPadding, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     from kit.io import write_json
@@ -58,36 +60,38 @@ def main() -> int:
     ds = encode(rows, tok, L)
     KitTrainer = trainer_classes()[0]
 
-    class Timer(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step == 1:
-                self.t1 = time.perf_counter()
-            self.tn = time.perf_counter()
-
     def measure(name: str, out_dir: str) -> dict:
         group, pad = VARIANTS[name]
         model.load_state_dict(initial)
         collator = DataCollatorWithPadding(tok, padding="max_length" if pad else "longest", max_length=L)
         args = TrainingArguments(
             output_dir=out_dir, per_device_train_batch_size=t.batch_size, max_steps=ns.steps,
-            learning_rate=t.learning_rate, seed=t.seed, save_strategy="no", eval_strategy="no",
-            logging_strategy="no", report_to="none", disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+            learning_rate=t.learning_rate, seed=t.seed, report_to="none", disable_tqdm=True,
+            use_cpu=not torch.cuda.is_available(),
         )
-        timer = Timer()
         trainer = KitTrainer(model=model, args=args, train_dataset=ds, data_collator=collator, processing_class=tok,
-                             group_by_length=group, callbacks=[timer])
-        trainer.remove_callback(PrinterCallback)
-        # What the timed steps see: tokens in the padded batches vs real (unpadded) tokens.
-        padded = real = 0
-        for i, batch in enumerate(trainer.get_train_dataloader()):
-            if i == ns.steps:
-                break
-            if i >= 1:
-                padded += batch["input_ids"].numel()
-                real += int(batch["attention_mask"].sum())
-        trainer.train()
-        seconds = timer.tn - timer.t1
-        samples = (ns.steps - 1) * t.batch_size
+                             group_by_length=group)
+        # The batches the stage's Trainer would feed (its sampler and collator), taken at evenly spaced positions
+        # of the epoch: length-grouped order runs from long to short within each group of 50 batches, so the
+        # first few batches alone would overstate its cost.
+        batches = list(trainer.get_train_dataloader())
+        picks = [batches[i] for i in np.linspace(0, len(batches) - 1, ns.steps).round().astype(int)]
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
+
+        def step(batch) -> None:  # what Trainer.training_step + optimizer step do, without the bookkeeping
+            model(**batch).loss.backward()
+            opt.step()
+            opt.zero_grad()
+
+        step(picks[0])  # warm-up (allocations), not timed
+        start = time.perf_counter()
+        for batch in picks[1:]:
+            step(batch)
+        seconds = time.perf_counter() - start
+        samples = sum(int(b["input_ids"].shape[0]) for b in picks[1:])
+        padded = sum(b["input_ids"].numel() for b in picks[1:])
+        real = sum(int(b["attention_mask"].sum()) for b in picks[1:])
         return {"variant": name, "samples_per_s": samples / seconds, "seconds": seconds, "samples": samples,
                 "padded_tokens": padded, "real_tokens": real, "padding_share": 1 - real / padded}
 
