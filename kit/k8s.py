@@ -676,52 +676,41 @@ _META = {
                    "annotations": _STR_MAP},
     "additionalProperties": False,
 }  # fmt: skip
-_KNATIVE_SERVICE = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "serving.knative.dev/v1"},
-        "kind": {"const": "Service"},
-        "metadata": _META,
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["template"],
-            "properties": {
-                "template": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["spec"],
-                    "properties": {"metadata": {**_META, "required": []}, "spec": {"type": "object"}},
-                },
-                "traffic": {"type": "array"},
-            },
+
+
+def _crd_envelope(api_version: str, kind: str, spec_required: list[str], spec_properties: dict) -> dict:
+    """Schema of a custom resource's outer shape: apiVersion, kind, metadata and a closed spec."""
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": api_version},
+            "kind": {"const": kind},
+            "metadata": _META,
+            "spec": {"type": "object", "additionalProperties": False, "required": spec_required,
+                     "properties": spec_properties},
         },
+    }
+
+
+_KNATIVE_SERVICE = _crd_envelope("serving.knative.dev/v1", "Service", ["template"], {
+    "template": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["spec"],
+        "properties": {"metadata": {**_META, "required": []}, "spec": {"type": "object"}},
     },
-}
+    "traffic": {"type": "array"},
+})
 _KNATIVE_REVISION_KEYS = {
     "containerConcurrency": {"type": "integer", "minimum": 0, "maximum": 1000},
     "timeoutSeconds": {"type": "integer", "minimum": 0},
     "responseStartTimeoutSeconds": {"type": "integer", "minimum": 0},
     "idleTimeoutSeconds": {"type": "integer", "minimum": 0},
 }
-_KSERVE_SERVICE = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "serving.kserve.io/v1beta1"},
-        "kind": {"const": "InferenceService"},
-        "metadata": _META,
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["predictor"],
-            "properties": {"predictor": {"type": "object"}},
-        },
-    },
-}
+_KSERVE_SERVICE = _crd_envelope("serving.kserve.io/v1beta1", "InferenceService", ["predictor"],
+                                {"predictor": {"type": "object"}})
 _KSERVE_PREDICTOR_KEYS = {
     "minReplicas": {"type": "integer", "minimum": 0},
     "maxReplicas": {"type": "integer", "minimum": 0},
