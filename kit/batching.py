@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from kit.errors import ModelDirError
 
-__all__ = ["ModelMeta", "read_model_dir", "OnnxTextClassifier", "MicroBatcher", "ModelUnavailable"]
+__all__ = ["ModelMeta", "read_model_dir", "OnnxTextClassifier", "MicroBatcher", "ModelUnavailable", "RunCost"]
 
 REQUIRED_FILES = ("model.onnx", "tokenizer.json", "labels.json")
 
@@ -146,15 +147,64 @@ class _Item:
     future: asyncio.Future
 
 
+class RunCost:
+    """The model's cost per run, t(n) = overhead + per_text * n, fitted by least squares to recent runs.
+
+    The overhead is what merging two runs into one saves, so it bounds how long a batch should wait for company:
+    waiting longer than the overhead costs the queued requests more latency than the merge can ever give back (the
+    ski-rental argument). A GPU pays milliseconds per launch and waits; a CPU whose batch costs the same per text as
+    a single run pays almost nothing and hardly waits."""
+
+    def __init__(self, window: int = 512, refit_every: int = 32):
+        """Args:
+        window: most recent runs the fit uses (the machine's load changes; old runs stop counting).
+        refit_every: runs between refits (a fit costs tens of microseconds; not worth doing per run).
+        """
+        self._runs: deque[tuple[int, float]] = deque(maxlen=window)
+        self._refit_every = refit_every
+        self._since_fit = 0
+        self._seed: float | None = None
+        self._live: float | None = None
+
+    def calibrate(self, runs: Iterable[tuple[int, float]]) -> None:
+        """Seed the overhead from (texts, seconds) of warm-up runs of different sizes."""
+        self._seed = _intercept(list(runs))
+
+    def add(self, n: int, seconds: float) -> None:
+        """Record one live model run; refits every `refit_every` runs."""
+        self._runs.append((n, seconds))
+        self._since_fit += 1
+        if self._since_fit >= self._refit_every:
+            self._since_fit = 0
+            fitted = _intercept(self._runs)
+            if fitted is not None:
+                self._live = fitted
+
+    @property
+    def overhead_s(self) -> float | None:
+        """Fixed cost of one model run in seconds: from live runs once they came in two sizes or more, else from the
+        warm-up; None when neither had two sizes."""
+        return self._live if self._live is not None else self._seed
+
+
+def _intercept(runs: Iterable[tuple[int, float]]) -> float | None:
+    pts = np.array(list(runs), dtype=np.float64).reshape(-1, 2)
+    if len(pts) < 2 or np.ptp(pts[:, 0]) == 0:  # one size only: overhead and per-text cost cannot be told apart
+        return None
+    _, overhead = np.polyfit(pts[:, 0], pts[:, 1], 1)
+    return max(0.0, float(overhead))
+
+
 _STOP = object()  # ends the worker after everything queued before it
 _WAKE = object()  # interrupts a wait for more requests (drain started)
 
 
 class MicroBatcher:
     """Queue texts from concurrent requests and run them together: up to `max_batch_size` texts per model run, waiting
-    at most `max_delay_s` after the first queued request for more. A request larger than a batch is split into chunks.
-    Requests are never split across a failure: if a batch raises, its requests are retried one by one so that only the
-    bad one fails."""
+    at most `max_delay_s` after the first queued request for more. With `wait="adaptive"` the wait is also capped by
+    the fixed cost of one model run (`RunCost`), learnt from warm-up and live runs. A request larger than a batch is
+    split into chunks. Requests are never split across a failure: if a batch raises, its requests are retried one by
+    one so that only the bad one fails."""
 
     def __init__(
         self,
@@ -162,15 +212,25 @@ class MicroBatcher:
         max_delay_s: float,
         on_batch: Callable[[int, float], None] | None = None,
         on_queue: Callable[[int], None] | None = None,
+        wait: str = "adaptive",
+        on_wait: Callable[[float], None] | None = None,
     ):
         """Args:
         max_batch_size: most texts per model run.
         max_delay_s: longest wait for a batch to fill.
         on_batch: called with (texts, seconds) after each model run (metrics).
         on_queue: called with the change in queued texts (+n on submit, -n when taken into a batch).
+        wait: "fixed" waits up to `max_delay_s` for every batch; "adaptive" waits no longer than one run's overhead.
+        on_wait: called with the current wait limit in seconds whenever it changes (metrics).
         """
+        if wait not in ("adaptive", "fixed"):
+            raise ValueError(f"wait must be 'adaptive' or 'fixed', got {wait!r}")
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
+        self.wait = wait
+        self.cost = RunCost()
+        self._on_wait = on_wait or (lambda s: None)
+        self._wait_s = -1.0
         self._on_batch = on_batch or (lambda n, s: None)
         self._on_queue = on_queue or (lambda n: None)
         self._queue: asyncio.Queue = asyncio.Queue()
@@ -182,8 +242,21 @@ class MicroBatcher:
         self._closed = False
         self._error: str | None = None
 
-    def start(self, predict: Callable[[list[str]], np.ndarray]) -> None:
-        """Begin running queued work with `predict` (call inside the event loop, once the model is warm)."""
+    def wait_limit_s(self) -> float:
+        """How long the next batch may wait for more requests after its first one."""
+        overhead = self.cost.overhead_s
+        if self.wait == "fixed" or overhead is None:
+            return self.max_delay_s
+        return min(self.max_delay_s, overhead)
+
+    def start(self, predict: Callable[[list[str]], np.ndarray], calibration: Iterable[tuple[int, float]] = ()) -> None:
+        """Begin running queued work with `predict` (call inside the event loop, once the model is warm).
+
+        Args:
+            predict: texts -> probabilities, run in the batcher's worker thread.
+            calibration: (texts, seconds) of warm-up runs of different sizes: seeds the run-cost fit.
+        """
+        self.cost.calibrate(calibration)
         self._predict = predict
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="kit-micro-batcher")
 
@@ -243,7 +316,11 @@ class MicroBatcher:
             if first is _WAKE:
                 continue
             batch, n = [first], len(first.texts)
-            deadline = loop.time() + self.max_delay_s
+            wait = self.wait_limit_s()
+            if wait != self._wait_s:
+                self._wait_s = wait
+                self._on_wait(wait)
+            deadline = loop.time() + wait
             while n < self.max_batch_size:
                 try:
                     nxt = self._queue.get_nowait()
@@ -289,7 +366,9 @@ class MicroBatcher:
                 except Exception as exc1:
                     _resolve(it.future, exc=exc1)
             return
-        self._on_batch(len(texts), time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        self._on_batch(len(texts), seconds)
+        self.cost.add(len(texts), seconds)
         start = 0
         for it in live:
             _resolve(it.future, probs[start : start + len(it.texts)])

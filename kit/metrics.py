@@ -66,6 +66,11 @@ class ServeMetrics:
             registry=r,
         )
         self.queue_depth = Gauge("kit_serve_queue_depth", "Texts waiting for a micro-batch.", registry=r)
+        self.batch_wait = Gauge(
+            "kit_serve_batch_wait_limit_seconds",
+            "Longest wait for a micro-batch to fill (serve.max_delay_ms, or less when serve.batch_wait is adaptive).",
+            registry=r,
+        )
         self.predictions = Counter("kit_serve_predictions", "Predicted labels, one per text.", ["label"], registry=r)
         self.confidence = Histogram(
             "kit_serve_confidence", "Probability of the predicted label.", buckets=CONFIDENCE_BUCKETS, registry=r

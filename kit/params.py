@@ -98,7 +98,7 @@ class TrainParams(_Section):
     """Fine-tuning with the transformers Trainer (stage `finetune`)."""
 
     seed: int = Field(42, ge=0, description="Seed of model init, dropout, data order and train-row sampling.")
-    learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate (AdamW).")
+    learning_rate: float = Field(1e-4, gt=0, le=1, description="Peak learning rate (AdamW).")
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
         "linear", description="Learning-rate schedule after warmup."
     )
@@ -128,6 +128,12 @@ class TrainParams(_Section):
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on disk (the best one is kept as well).")
     checkpoint_dir: str = Field(
         "checkpoints/finetune", description="Where resumable checkpoints go; outside DVC outputs so a rerun finds them."
+    )
+    class_weight: Literal["balanced", "none"] = Field(
+        "balanced",
+        description="balanced: weight each class's loss by n_rows / (n_classes * class_rows) of the training rows, "
+        "as the baseline's class_weight='balanced' does (macro-F1 counts the rare positive class as much as the "
+        "others); none: plain cross-entropy.",
     )
     group_by_length: bool = Field(True, description="Batch texts of similar length together (less padding).")
     pad_to_max_length: bool = Field(
@@ -233,6 +239,12 @@ class ServeParams(_Section):
     max_delay_ms: float = Field(
         5.0, ge=0, le=10_000, description="Longest wait for more requests to fill a micro-batch (0: run what is queued)."
     )
+    batch_wait: Literal["adaptive", "fixed"] = Field(
+        "adaptive",
+        description="fixed: every batch waits up to max_delay_ms for more requests; adaptive: no longer than the "
+        "fixed cost of one model run, learnt at warm-up and from live runs (on a CPU, where a batch costs about the "
+        "same per text as a single run, waiting only adds latency).",
+    )
     threads: int = Field(2, ge=1, le=256, description="ONNX Runtime intra-op threads (one inference at a time).")
     max_length: int = Field(
         64, ge=8, le=512, description="Truncation length in tokens when the model dir has no serving.json."
@@ -261,7 +273,7 @@ class DeployParams(_Section):
     model_dir: str = Field("models/serving", description="Serving model dir the load test serves (optimize stage).")
     texts_path: str = Field("data/test.parquet", description="Parquet split whose `text` column feeds the load.")
     concurrency_levels: list[int] = Field(
-        default_factory=lambda: [1, 4, 8, 16, 32],
+        default_factory=lambda: [1, 4, 8, 12, 16, 24, 32],
         min_length=1,
         description="Closed-loop client counts to load-test at; each client sends one single-text request at a time.",
     )

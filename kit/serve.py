@@ -179,10 +179,15 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         try:
             t0 = time.perf_counter()
             model = await loop.run_in_executor(st.batcher.executor, OnnxTextClassifier, meta, p.threads)
-            # Warm-up: first runs allocate arenas and pick kernels; do it before reporting ready.
+            # Warm-up: first runs allocate arenas and pick kernels; do it before reporting ready. The second run of
+            # each size is timed: two sizes seed the batcher's estimate of one run's fixed cost (its adaptive wait).
             longest = ["warm up " * meta.max_length]
-            await loop.run_in_executor(st.batcher.executor, model.predict_proba, longest)
-            await loop.run_in_executor(st.batcher.executor, model.predict_proba, longest * min(p.max_batch_size, 8))
+            calibration = []
+            for n in sorted({1, min(p.max_batch_size, 8)}):
+                for _ in range(2):
+                    t = time.perf_counter()
+                    await loop.run_in_executor(st.batcher.executor, model.predict_proba, longest * n)
+                calibration.append((n, time.perf_counter() - t))
         except Exception as exc:
             st.error = f"model failed to load: {exc}"
             log.error("%s", st.error)
@@ -190,7 +195,7 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
             if st.on_fatal is not None:
                 st.on_fatal()
             return
-        st.batcher.start(model.predict_proba)
+        st.batcher.start(model.predict_proba, calibration)
         st.ready = not st.draining
         metrics.ready.set(1 if st.ready else 0)
         log.info("model %s (%s) ready in %.2f s", meta.version, meta.variant, time.perf_counter() - t0)
@@ -200,7 +205,8 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         st.loop = asyncio.get_running_loop()
         st.ready, st.draining, st.error = False, False, None
         st.batcher = MicroBatcher(
-            p.max_batch_size, p.max_delay_ms / 1000, on_batch=metrics.observe_batch, on_queue=metrics.queue_depth.inc
+            p.max_batch_size, p.max_delay_ms / 1000, on_batch=metrics.observe_batch, on_queue=metrics.queue_depth.inc,
+            wait=p.batch_wait, on_wait=metrics.batch_wait.set,
         )
         loader = asyncio.create_task(load_and_warm())
         try:

@@ -430,8 +430,9 @@ def test_hostile_requests_never_5xx_and_valid_answers_stay_right(serving_dir: Pa
 # -------------------------------------------------------------------------------------- real server: SIGTERM drain
 @pytest.mark.timeout(120)
 def test_sigterm_finishes_every_accepted_request_then_exits_0(serving_dir: Path, ref: Reference, tmp_path: Path):
-    # Batches are held open 10 s, so all 50 requests are queued (accepted, unanswered) when SIGTERM arrives.
-    srv = ServerProcess(serving_dir, tmp_path, max_batch_size=64, max_delay_ms=10_000)
+    # Batches are held open 10 s (a fixed wait), so all 50 requests are queued (accepted, unanswered) when SIGTERM
+    # arrives.
+    srv = ServerProcess(serving_dir, tmp_path, max_batch_size=64, max_delay_ms=10_000, batch_wait="fixed")
     texts = [f"{SAMPLE_TEXTS[i % len(SAMPLE_TEXTS)]} ({i})" for i in range(50)]
 
     async def scenario():

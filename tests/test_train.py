@@ -25,7 +25,9 @@ from kit.train import (
     load_model,
     load_splits,
     run_finetune,
+    class_weights,
     sample_rows,
+    training_order,
 )
 from tests.fixtures_train import LABELS, make_project, synthetic_split
 
@@ -162,6 +164,61 @@ def test_sample_rows_is_deterministic():
     a, b = sample_rows(df, 30, seed=7), sample_rows(df, 30, seed=7)
     assert len(a) == 30 and a.equals(b) and not a.equals(sample_rows(df, 30, seed=8))
     assert sample_rows(df, None, 7) is df and sample_rows(df, 1000, 7) is df
+
+
+def test_length_grouped_order_pads_little_and_has_no_length_sawtooth():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 65, size=1000).tolist()
+    bs = 16
+    order = training_order(lengths, bs, seed=3, group_by_length=True)
+    assert sorted(order) == list(range(1000))
+    assert order == training_order(lengths, bs, seed=3, group_by_length=True)  # a function of the seed alone
+    assert order != training_order(lengths, bs, seed=4, group_by_length=True)
+    batches = [order[i : i + bs] for i in range(0, 1000, bs)]
+    assert len(batches[-1]) == 1000 % bs  # the short batch stays last, so every other slice is a whole batch
+
+    def padded(bs_order: list[list[int]]) -> int:
+        return sum(len(b) * max(lengths[i] for i in b) for b in bs_order)
+
+    rand = training_order(lengths, bs, seed=3, group_by_length=False)
+    waste_grouped = padded(batches) / sum(lengths) - 1
+    waste_random = padded([rand[i : i + bs] for i in range(0, 1000, bs)]) / sum(lengths) - 1
+    assert waste_grouped < 0.1 < 0.5 < waste_random
+    # transformers' own grouping runs each mega-batch from its longest batch to its shortest; shuffled batches must
+    # not: the longest-token count of consecutive batches rises about as often as it falls.
+    tops = [max(lengths[i] for i in b) for b in batches[:-1]]
+    falls = sum(a > b for a, b in zip(tops, tops[1:]))
+    assert 0.3 < falls / (len(tops) - 1) < 0.7
+
+
+def test_balanced_class_weights_match_sklearn_and_refuse_an_empty_class():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    ids = np.array([0, 0, 0, 1, 2, 2])
+    assert class_weights(ids, 3) == pytest.approx(compute_class_weight("balanced", classes=np.arange(3), y=ids))
+    with pytest.raises(DataError, match=r"no rows of class id\(s\) \[1\]"):
+        class_weights(np.array([0, 2, 2]), 3)
+
+
+def test_balanced_loss_is_the_class_weighted_cross_entropy(tmp_path):
+    import torch
+    from transformers import TrainingArguments
+
+    from kit.train import trainer_classes
+
+    model, tok = load_model(ModelParams(source="tiny", max_length=32), LABELS)
+    model.eval()  # no dropout: the two forward passes below must agree
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    weights = [0.5, 1.0, 3.0]
+    trainer = trainer_classes()[0](model=model, args=args, class_weights=weights)
+    enc = dict(tok(["good day", "bad day", "meh", "fine"], padding=True, return_tensors="pt"))
+    labels = torch.tensor([0, 1, 2, 2])
+    loss = trainer.compute_loss(model, {**enc, "labels": labels})
+    with torch.no_grad():
+        logits = model(**enc).logits
+    ce = torch.nn.functional.cross_entropy
+    assert loss.item() == pytest.approx(ce(logits, labels, weight=torch.tensor(weights)).item(), rel=1e-5)
+    assert loss.item() != pytest.approx(ce(logits, labels).item(), rel=1e-3)
 
 
 def test_train_params_checked(tmp_path):
