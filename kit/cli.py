@@ -99,7 +99,7 @@ def serve(
         _fail(exc)
 
 
-# --- deploy (owner: kit/k8s.py, kit/batch.py) ------------------------------------------------------------------
+# --- deploy (owner: kit/k8s.py, kit/k8s_validate.py, kit/k8s_apply.py, kit/batch.py) ---------------------------
 deploy_app = typer.Typer(no_args_is_help=True, help="Kubernetes manifests (render, validate, apply) and batch scoring.")
 app.add_typer(deploy_app, name="deploy")
 
@@ -147,7 +147,7 @@ def deploy_validate(
     ] = None,
 ) -> None:
     """Validate the manifests offline: Kubernetes OpenAPI schema of deploy.k8s_version (strict) and checkov."""
-    from kit.k8s import validate_dir
+    from kit.k8s_validate import validate_dir
 
     p = _deploy_params(params_file)
     try:
@@ -171,7 +171,7 @@ def deploy_apply(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="server-side dry run only")] = False,
 ) -> None:
     """Server-side apply the manifests to the cluster of the current kubeconfig (server dry run first)."""
-    from kit.k8s import apply_manifests
+    from kit.k8s_apply import apply_manifests
 
     p = _deploy_params(params_file)
     try:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kit.k8s import MODEL_DIR_IN_IMAGE, RUN_AS_UID, find_checkov, run_checkov
+from kit.k8s import MODEL_DIR_IN_IMAGE, RUN_AS_UID
+from kit.k8s_validate import find_checkov, run_checkov
 from kit.params import DeployParams
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,18 +15,8 @@ import pytest
 import yaml
 
 from kit.errors import ClusterUnavailableError, DataError, DeployError
-from kit.k8s import (
-    MODEL_DIR_IN_IMAGE,
-    RUN_AS_UID,
-    build_manifests,
-    find_checkov,
-    load_manifests,
-    render,
-    run_checkov,
-    schema_validate,
-    size_from_report,
-    validate_dir,
-)
+from kit.k8s import MODEL_DIR_IN_IMAGE, RUN_AS_UID, build_manifests, load_manifests, render, size_from_report
+from kit.k8s_validate import find_checkov, run_checkov, schema_validate, validate_dir
 from kit.params import load_params
 from tests.fixtures_deploy import TEXTS, tiny_serving_dir, write_texts_parquet
 
@@ -279,7 +269,7 @@ def test_apply_without_a_cluster_says_so_in_one_line(rendered, tmp_path, monkeyp
 
 
 def test_apply_rejects_unknown_sets(rendered):
-    from kit.k8s import apply_manifests
+    from kit.k8s_apply import apply_manifests
 
     with pytest.raises(DeployError, match="unknown manifest set"):
         apply_manifests(rendered, sets=["everything"])
@@ -363,7 +353,7 @@ def test_cluster_error_type_is_a_deploy_error():
 
 
 def test_apply_dry_runs_everything_then_applies_server_side(rendered, tmp_path, monkeypatch):
-    from kit.k8s import apply_manifests
+    from kit.k8s_apply import apply_manifests
     from tests.fixtures_deploy import FakeKubeAPI
 
     api = FakeKubeAPI()

@@ -1,0 +1,335 @@
+"""Offline validation of the rendered Kubernetes manifests: strict OpenAPI schema (CRDs by envelope) and checkov.
+Needs no cluster; validate_dir runs both on a directory and returns one report with the verdict."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kit.errors import DeployError
+from kit.io import project_root
+from kit.k8s import load_manifests
+
+__all__ = [
+    "schema_validate",
+    "CheckovResult",
+    "find_checkov",
+    "run_checkov",
+    "ValidationReport",
+    "validate_dir",
+]
+
+
+# ------------------------------------------------------------------------------------------- validation
+# Knative/KServe are CRDs: kubernetes-validate ships only built-in kinds. Their envelope is checked against the
+# small schemas below (written from the Knative Serving v1 and KServe v1beta1 API references), and the pod part
+# they inline is checked against the core/v1 PodSpec schema of the same Kubernetes version.
+_STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_META = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {"name": {"type": "string"}, "namespace": {"type": "string"}, "labels": _STR_MAP,
+                   "annotations": _STR_MAP},
+    "additionalProperties": False,
+}  # fmt: skip
+
+
+def _crd_envelope(api_version: str, kind: str, spec_required: list[str], spec_properties: dict) -> dict:
+    """Schema of a custom resource's outer shape: apiVersion, kind, metadata and a closed spec."""
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": api_version},
+            "kind": {"const": kind},
+            "metadata": _META,
+            "spec": {"type": "object", "additionalProperties": False, "required": spec_required,
+                     "properties": spec_properties},
+        },
+    }
+
+
+_KNATIVE_SERVICE = _crd_envelope("serving.knative.dev/v1", "Service", ["template"], {
+    "template": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["spec"],
+        "properties": {"metadata": {**_META, "required": []}, "spec": {"type": "object"}},
+    },
+    "traffic": {"type": "array"},
+})
+_KNATIVE_REVISION_KEYS = {
+    "containerConcurrency": {"type": "integer", "minimum": 0, "maximum": 1000},
+    "timeoutSeconds": {"type": "integer", "minimum": 0},
+    "responseStartTimeoutSeconds": {"type": "integer", "minimum": 0},
+    "idleTimeoutSeconds": {"type": "integer", "minimum": 0},
+}
+_KSERVE_SERVICE = _crd_envelope("serving.kserve.io/v1beta1", "InferenceService", ["predictor"],
+                                {"predictor": {"type": "object"}})
+_KSERVE_PREDICTOR_KEYS = {
+    "minReplicas": {"type": "integer", "minimum": 0},
+    "maxReplicas": {"type": "integer", "minimum": 0},
+    "scaleMetric": {"enum": ["cpu", "memory", "concurrency", "rps"]},
+    "scaleTarget": {"type": "integer", "minimum": 1},
+    "containerConcurrency": {"type": "integer", "minimum": 0},
+    "timeout": {"type": "integer", "minimum": 0},
+}
+_KNATIVE_ANNOTATION_RULES = {
+    "autoscaling.knative.dev/min-scale": r"^\d+$",
+    "autoscaling.knative.dev/max-scale": r"^\d+$",
+    "autoscaling.knative.dev/target": r"^\d+(\.\d+)?$",
+    "autoscaling.knative.dev/metric": r"^(concurrency|rps|cpu|memory)$",
+    "autoscaling.knative.dev/scale-to-zero-pod-retention-period": r"^\d+(s|m|h)$",
+}
+
+
+def _core_validator(type_file: str, version: str) -> Any:
+    """A jsonschema validator for one core type (e.g. podspec-v1) of kubernetes-validate's strict schemas."""
+    import jsonschema
+    from kubernetes_validate import utils as kv
+    from referencing import Registry, Resource
+
+    schema_version = [v for v in kv.all_versions() if kv.major_minor(v) <= kv.major_minor(version)][-1]
+    base = f"kubernetes-json-schema/v{schema_version}-local-strict"
+    schema = kv.schema_contents(f"{base}/{type_file}.json", version)
+    defs = kv.schema_contents(f"{base}/_definitions.json", version)
+    registry = Resource.from_contents(defs) @ (Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
+def _errors(validator: Any, doc: Any, prefix: str = "") -> list[str]:
+    out = []
+    for err in sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path)):
+        path = ".".join(str(p) for p in err.absolute_path)
+        out.append(f"{prefix}{path or '<root>'}: {err.message}")
+    return out
+
+
+def _split_pod(spec: dict[str, Any], extra_keys: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    pod = {k: v for k, v in spec.items() if k not in extra_keys}
+    extra = {k: v for k, v in spec.items() if k in extra_keys}
+    return pod, extra
+
+
+def _validate_crd(doc: dict[str, Any], version: str) -> tuple[list[str], str]:
+    import jsonschema
+    import re
+
+    kind = (doc.get("apiVersion"), doc.get("kind"))
+    pod_v = _core_validator("podspec-v1", version)
+    errors: list[str] = []
+    if kind == ("serving.knative.dev/v1", "Service"):
+        errors += _errors(jsonschema.Draft202012Validator(_KNATIVE_SERVICE), doc)
+        tmpl = (doc.get("spec") or {}).get("template") or {}
+        pod, extra = _split_pod(tmpl.get("spec") or {}, _KNATIVE_REVISION_KEYS)
+        extra_schema = {"type": "object", "properties": _KNATIVE_REVISION_KEYS}
+        errors += _errors(jsonschema.Draft202012Validator(extra_schema), extra, "spec.template.spec.")
+        errors += _errors(pod_v, pod, "spec.template.spec.")
+        ann = (tmpl.get("metadata") or {}).get("annotations") or {}
+        for key, pattern in _KNATIVE_ANNOTATION_RULES.items():
+            if key in ann and not re.match(pattern, str(ann[key])):
+                errors.append(f"spec.template.metadata.annotations.{key}: {ann[key]!r} does not match {pattern}")
+        ports = [p for c in pod.get("containers") or [] for p in c.get("ports") or []]
+        if len(ports) > 1:
+            errors.append("spec.template.spec.containers: Knative allows a single container port")
+        how = "Knative Service envelope + inlined core/v1 PodSpec (strict)"
+    elif kind == ("serving.kserve.io/v1beta1", "InferenceService"):
+        errors += _errors(jsonschema.Draft202012Validator(_KSERVE_SERVICE), doc)
+        pod, extra = _split_pod((doc.get("spec") or {}).get("predictor") or {}, _KSERVE_PREDICTOR_KEYS)
+        extra_schema = {"type": "object", "properties": _KSERVE_PREDICTOR_KEYS}
+        errors += _errors(jsonschema.Draft202012Validator(extra_schema), extra, "spec.predictor.")
+        errors += _errors(pod_v, pod, "spec.predictor.")
+        how = "KServe InferenceService envelope + inlined core/v1 PodSpec (strict)"
+    else:
+        raise DeployError(f"no schema for {kind[0]} {kind[1]}: not a built-in kind nor a known CRD")
+    return errors, how
+
+
+def schema_validate(docs: Iterable[tuple[Path, dict[str, Any]]], version: str) -> list[dict[str, Any]]:
+    """Validate each manifest offline against the Kubernetes OpenAPI schema of `version` (strict: unknown fields fail).
+
+    Args:
+        docs: (file, manifest) pairs, as from load_manifests.
+        version: Kubernetes version, e.g. "1.33.0".
+
+    Returns:
+        One row per manifest: file, kind, name, how it was checked, errors (empty when valid).
+    """
+    from kubernetes_validate import utils as kv
+
+    rows = []
+    for path, doc in docs:
+        name = (doc.get("metadata") or {}).get("name")
+        try:
+            kv.validate(doc, version, strict=True)
+            errors, how = [], f"kubernetes-validate {version} strict"
+        except kv.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.absolute_path) or "<root>"
+            errors, how = [f"{where}: {exc.message}"], f"kubernetes-validate {version} strict"
+        except kv.SchemaNotFoundError:
+            errors, how = _validate_crd(doc, version)
+        except kv.VersionNotSupportedError as exc:
+            raise DeployError(f"deploy.k8s_version: {exc.message} (kubernetes-validate knows 1.25-1.37)") from None
+        rows.append({"file": str(path), "kind": doc.get("kind"), "name": name, "checked_with": how, "errors": errors})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- checkov
+@dataclass
+class CheckovResult:
+    """Outcome of one checkov run: check ids that passed, failed (with resource and file) and were skipped."""
+
+    passed: int
+    failed: list[dict[str, str]]
+    skipped: list[dict[str, str]]
+    command: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def find_checkov(root: str | Path | None = None) -> Path | None:
+    """The checkov executable: $KIT_CHECKOV, then .tools/checkov (scripts/tools.sh), then PATH; None if absent."""
+    env = os.environ.get("KIT_CHECKOV")
+    if env and Path(env).is_file():
+        return Path(env)
+    try:
+        r = Path(root) if root else project_root()
+        cand = r / ".tools" / "checkov" / "bin" / "checkov"
+        if cand.is_file():
+            return cand
+    except FileNotFoundError:
+        pass
+    found = shutil.which("checkov")
+    return Path(found) if found else None
+
+
+def run_checkov(paths: Iterable[str | Path], framework: str, checkov: str | Path | None = None) -> CheckovResult:
+    """Scan files or directories with checkov in one invocation (offline: no policy download).
+
+    Args:
+        paths: files and directories (every file below them is scanned).
+        framework: checkov framework, e.g. "kubernetes" or "dockerfile".
+        checkov: executable (default: find_checkov()).
+
+    Returns:
+        Passed count, failed and skipped checks.
+
+    Raises:
+        DeployError: checkov is missing or its output is unreadable.
+    """
+    paths = list(paths)
+    exe = Path(checkov) if checkov else find_checkov()
+    if exe is None:
+        raise DeployError("checkov not found: run scripts/tools.sh (creates .tools/checkov) or set KIT_CHECKOV")
+    cmd = [str(exe), "--framework", framework, "--skip-download", "--compact", "-o", "json"]
+    # Directories are expanded to their files: checkov mishandles several -d roots (scans one of them repeatedly),
+    # and graph checks (e.g. a NetworkPolicy selecting the pods) need every manifest in the same run.
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")) if p.is_dir() else [p]
+    if not files:
+        raise DeployError(f"nothing to scan in {[str(p) for p in paths]}")
+    for f in files:
+        cmd += ["-f", str(f)]
+    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    # One JSON document per scanned root (several -d give several documents back to back), each a report or a list.
+    reports: list[Any] = []
+    dec, text, pos = json.JSONDecoder(), proc.stdout, 0
+    try:
+        while text[pos:].strip():
+            pos += len(text[pos:]) - len(text[pos:].lstrip())
+            data, pos = dec.raw_decode(text, pos)
+            reports += data if isinstance(data, list) else [data]
+    except json.JSONDecodeError:
+        err = proc.stderr.strip()[-500:]
+        raise DeployError(f"checkov output is not JSON (exit {proc.returncode}): {err}") from None
+    passed, failed, skipped, parse_errors = 0, [], [], 0
+    for rep in reports:
+        if not isinstance(rep, dict):
+            continue
+        results = rep.get("results") or {}
+        passed += len(results.get("passed_checks") or [])
+        parse_errors += int((rep.get("summary") or {}).get("parsing_errors") or 0)
+        for c in results.get("failed_checks") or []:
+            failed.append(
+                {"check": c["check_id"], "name": c.get("check_name", ""), "resource": c.get("resource", ""),
+                 "file": c.get("file_path", "")}
+            )  # fmt: skip
+        for c in results.get("skipped_checks") or []:
+            skipped.append(
+                {"check": c["check_id"], "resource": c.get("resource", ""),
+                 "reason": (c.get("check_result") or {}).get("suppress_comment", "")}
+            )  # fmt: skip
+    if proc.returncode not in (0, 1) or (proc.returncode == 1 and not failed):
+        raise DeployError(f"checkov failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+    if parse_errors:
+        raise DeployError(f"checkov could not parse {parse_errors} file(s) of {[str(p) for p in paths]}")
+    if passed + len(failed) + len(skipped) == 0:
+        # An empty scan would read as a pass: e.g. a wrong framework or a directory without matching files.
+        raise DeployError(f"checkov ran no {framework} checks on {[str(p) for p in paths]}")
+    return CheckovResult(passed=passed, failed=failed, skipped=skipped, command=cmd)
+
+
+# ------------------------------------------------------------------------------------------ validate dir
+@dataclass
+class ValidationReport:
+    """Schema rows per manifest and the checkov result (None when checkov was not run, with the reason)."""
+
+    schema: list[dict[str, Any]]
+    checkov: CheckovResult | None
+    checkov_note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(not r["errors"] for r in self.schema) and (self.checkov is None or self.checkov.ok)
+
+    def lines(self) -> list[str]:
+        """Human-readable summary, one line per problem plus totals."""
+        out = []
+        for r in self.schema:
+            for e in r["errors"]:
+                out.append(f"{r['file']}: {r['kind']}/{r['name']}: {e}")
+        bad = sum(1 for r in self.schema if r["errors"])
+        out.append(f"schema: {len(self.schema) - bad}/{len(self.schema)} manifests valid")
+        if self.checkov is None:
+            out.append(f"checkov: not run ({self.checkov_note})")
+        else:
+            for f in self.checkov.failed:
+                out.append(f"checkov FAILED {f['check']} {f['resource']} ({f['file']}): {f['name']}")
+            out.append(
+                f"checkov: {self.checkov.passed} passed, {len(self.checkov.failed)} failed, "
+                f"{len(self.checkov.skipped)} skipped with a reason in the manifest"
+            )
+        return out
+
+
+def validate_dir(directory: str | Path, version: str, checkov: bool | None = None) -> ValidationReport:
+    """Schema-validate every manifest under `directory` and scan the directory with checkov.
+
+    Args:
+        directory: rendered manifests.
+        version: Kubernetes version for the schemas.
+        checkov: True: require checkov; False: skip it; None: run it when installed, else note why not.
+
+    Returns:
+        The report (`.ok` is the verdict).
+    """
+    docs = load_manifests(directory)
+    rows = schema_validate(docs, version)
+    exe = find_checkov() if checkov is not False else None
+    if checkov is True and exe is None:
+        raise DeployError("checkov not found: run scripts/tools.sh (creates .tools/checkov) or set KIT_CHECKOV")
+    if exe is None:
+        note = "disabled" if checkov is False else "not installed; run scripts/tools.sh"
+        return ValidationReport(schema=rows, checkov=None, checkov_note=note)
+    return ValidationReport(schema=rows, checkov=run_checkov([directory], "kubernetes", exe))
