@@ -46,7 +46,8 @@ def main() -> int:
 
     from kit.io import write_json
     from kit.params import load_params
-    from kit.train import encode, load_labels, load_model, load_splits, sample_rows, trainer_classes
+    from kit.train import encode, load_labels, load_model, load_splits, sample_rows
+    from kit.trainer import trainer_classes
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

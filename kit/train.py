@@ -1,10 +1,9 @@
 """Fine-tune a transformer classifier on the data stage's splits with the transformers Trainer (stage `finetune`).
-Spot-safe (fingerprinted resumable checkpoints; SIGTERM writes one), deterministic, torchrun/DDP-ready, DVCLive-tracked."""
+Data/model loading, the stage (run_finetune) and `python -m kit.train`; spot-safe, deterministic, torchrun/DDP-ready."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
@@ -20,16 +19,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from kit.checkpoint import CHECKPOINT_PREFIX, checkpoints, find_resume_checkpoint, run_fingerprint
 from kit.errors import DataError, KitError, QualityGateError, TrainingInterrupted
 from kit.io import project_root, save_figure, write_json, write_text
 from kit.params import ModelParams, Params, load_params
+from kit.train_report import plot_confusion, plot_training_curves
+from kit.trainer import class_weights, compute_metrics, rank_and_world, trainer_classes
 
 if TYPE_CHECKING:  # heavy imports stay inside functions so `import kit.train` is cheap
-    from matplotlib.figure import Figure
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
-    "MARKER",
     "TINY_CONFIG",
     "load_labels",
     "load_splits",
@@ -37,25 +37,12 @@ __all__ = [
     "embedded_model_dir",
     "load_model",
     "encode",
-    "run_fingerprint",
-    "class_weights",
-    "training_order",
-    "trainer_classes",
-    "find_resume_checkpoint",
-    "plot_training_curves",
-    "plot_confusion",
-    "summary_table",
-    "per_class_table",
     "check_quality_gate",
     "run_finetune",
     "main",
 ]
 
-MARKER = "kit_complete.json"  # written last into a checkpoint: a checkpoint without it is half-written
-CHECKPOINT_PREFIX = "checkpoint-"
 TINY_CONFIG = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
-# Keys that change neither the weights nor the data order: a checkpoint stays valid when only these differ.
-_NOT_FINGERPRINTED = {"min_macro_f1", "keep_checkpoints", "checkpoint_dir", "logging_steps"}
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -225,401 +212,6 @@ def encode(df: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_length: int
     return _Encoded(enc, labels)
 
 
-# ------------------------------------------------------------------------------------------ checkpoints
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def run_fingerprint(params: Params, data_dir: str | Path, world_size: int = 1) -> str:
-    """A hash of everything that decides the weights: model/train params, data files, process count, versions.
-
-    A checkpoint is resumed only when its fingerprint equals the current run's.
-    """
-    import torch
-    import transformers
-
-    data_dir = Path(data_dir)
-    train = {k: v for k, v in params.train.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
-    blob = {
-        "model": params.model.model_dump(mode="json"),
-        "train": train,
-        "data": {p.name: _file_sha256(p) for p in sorted(data_dir.glob("*.parquet")) + [data_dir / "labels.json"]},
-        "world_size": world_size,
-        "versions": [torch.__version__, transformers.__version__],
-    }
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _checkpoints(ckpt_dir: Path) -> list[Path]:
-    """checkpoint-N directories, oldest step first."""
-    found = []
-    for p in ckpt_dir.glob(f"{CHECKPOINT_PREFIX}*"):
-        suffix = p.name[len(CHECKPOINT_PREFIX) :]
-        if p.is_dir() and suffix.isdigit():
-            found.append((int(suffix), p))
-    return [p for _, p in sorted(found)]
-
-
-def find_resume_checkpoint(ckpt_dir: str | Path, fingerprint: str, cleanup: bool = True, log=print) -> Path | None:
-    """The newest complete checkpoint of this very run (same fingerprint), or None to start fresh.
-
-    Args:
-        ckpt_dir: the Trainer's output directory.
-        fingerprint: run_fingerprint(...) of the current run.
-        cleanup: remove half-written checkpoints and those of other params/data (only the main process should).
-        log: where to say what was found.
-
-    Returns:
-        Path of the checkpoint to resume from, or None.
-    """
-    ckpt_dir = Path(ckpt_dir)
-    complete, stale, partial = [], [], []
-    for ckpt in _checkpoints(ckpt_dir):
-        try:
-            mark = json.loads((ckpt / MARKER).read_text())
-        except (OSError, ValueError):
-            mark = None
-        if not mark or not (ckpt / "trainer_state.json").is_file():
-            partial.append(ckpt)
-        elif mark.get("fingerprint") == fingerprint:
-            complete.append(ckpt)
-        else:
-            stale.append(ckpt)
-    for ckpt in partial:
-        log(f"ignoring half-written checkpoint {ckpt} (no completion marker)")
-    if stale:
-        log(f"{len(stale)} checkpoint(s) in {ckpt_dir} belong to other params or data (fingerprint differs): not resuming")
-    if cleanup:
-        for ckpt in partial + stale:
-            shutil.rmtree(ckpt, ignore_errors=True)
-    if complete:
-        log(f"resuming from {complete[-1]} (fingerprint {fingerprint})")
-        return complete[-1]
-    log(f"no checkpoint of this run in {ckpt_dir}: starting fresh (fingerprint {fingerprint})")
-    return None
-
-
-# --------------------------------------------------------------------------------------------- trainer
-def _dist() -> tuple[int, int]:
-    """(rank, world size) as torchrun sets them; (0, 1) for a plain process."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def _dist_ready() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
-
-
-def class_weights(label_ids: Any, n_classes: int) -> list[float]:
-    """Loss weight per class id, n_rows / (n_classes * class_rows): sklearn's class_weight="balanced".
-
-    Raises:
-        DataError: a class has no training rows (its weight would be infinite).
-    """
-    counts = np.bincount(np.asarray(label_ids, dtype=np.int64), minlength=n_classes)
-    if (counts == 0).any():
-        raise DataError(f"train split: no rows of class id(s) {np.flatnonzero(counts == 0).tolist()}; "
-                        "class_weight 'balanced' needs every class")
-    return (counts.sum() / (n_classes * counts)).tolist()
-
-
-def training_order(lengths: list[int], batch_size: int, seed: int, group_by_length: bool) -> list[int]:
-    """The order in which one epoch visits the training rows; consecutive slices of `batch_size` are the batches.
-
-    Args:
-        lengths: token count of each row.
-        batch_size: rows per optimizer step (all processes, times gradient accumulation).
-        seed: the whole order is a function of it (the sampler passes seed + epoch).
-        group_by_length: batch rows of similar length (the transformers mega-batch grouping) and shuffle the batches.
-
-    Returns:
-        A permutation of range(len(lengths)).
-    """
-    import torch
-    from transformers.trainer_pt_utils import get_length_grouped_indices
-
-    gen = torch.Generator().manual_seed(seed)
-    if not group_by_length:
-        return torch.randperm(len(lengths), generator=gen).tolist()
-    idx, bs = get_length_grouped_indices(lengths, batch_size, generator=gen), batch_size
-    full = len(idx) // bs * bs  # a short last batch stays last: moved, it would shift every later batch
-    order = torch.randperm(full // bs, generator=gen).tolist()
-    return [i for b in order for i in idx[b * bs : (b + 1) * bs]] + idx[full:]
-
-
-def trainer_classes():
-    """(KitTrainer, MarkComplete, StopOnSignal, Progress, Live): the Trainer subclass with an epoch-seeded (optionally
-    length-grouped) sampler and the stage's callbacks; defined lazily so `import kit.train` does not import transformers."""
-    import torch
-    from transformers import Trainer, TrainerCallback
-    from transformers.integrations import DVCLiveCallback
-
-    class EpochSeededSampler(torch.utils.data.Sampler):
-        """Training order as a pure function of (seed, epoch), optionally grouping similar lengths into batches.
-
-        The Trainer's own length sampler draws from the global RNG, so a run resumed in a later epoch would see
-        another order than the uninterrupted run; this one does not. It also leaves the batches of each 50-batch
-        mega-batch in descending length order, a sawtooth in what each stretch of steps sees; with the embedded data
-        and one epoch it gave test macro-F1 0.715 where shuffling the grouped batches gave 0.733 (one run each).
-        """
-
-        def __init__(self, lengths: list[int], batch_size: int, seed: int, group_by_length: bool):
-            self.lengths, self.batch_size, self.seed, self.group = lengths, batch_size, seed, group_by_length
-            self.epoch = 0
-
-        def set_epoch(self, epoch: int) -> None:
-            self.epoch = int(epoch)
-
-        def __len__(self) -> int:
-            return len(self.lengths)
-
-        def __iter__(self):
-            return iter(training_order(self.lengths, self.batch_size, self.seed + self.epoch, self.group))
-
-    class KitTrainer(Trainer):
-        """The transformers Trainer with EpochSeededSampler as its training sampler (datasets from `encode`)."""
-
-        def __init__(self, *a, group_by_length: bool = True, class_weights: list[float] | None = None, **kw):
-            super().__init__(*a, **kw)
-            self._kit_group = group_by_length
-            self._kit_sampler = None
-            self._kit_weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if self._kit_weights is None:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            labels = inputs.pop("labels")
-            outputs = model(**inputs)
-            logits = outputs.logits
-            loss = torch.nn.functional.cross_entropy(logits, labels, weight=self._kit_weights.to(logits.device))
-            return (loss, outputs) if return_outputs else loss
-
-        def _get_train_sampler(self, train_dataset=None):
-            ds = train_dataset if train_dataset is not None else self.train_dataset
-            self._kit_sampler = EpochSeededSampler(
-                ds.lengths,
-                self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                self.args.data_seed if self.args.data_seed is not None else self.args.seed,
-                self._kit_group,
-            )
-            return self._kit_sampler
-
-        def _run_epoch(self, *a, **kw):
-            # accelerate forwards set_epoch through most loader wrappers, but not a skipped DDP shard on resume.
-            if self._kit_sampler is not None and "epoch" in kw:
-                self._kit_sampler.set_epoch(kw["epoch"])
-            return super()._run_epoch(*a, **kw)
-
-    class MarkComplete(TrainerCallback):
-        """Write MARKER into each checkpoint after the Trainer finished writing it (all ranks included)."""
-
-        def __init__(self, fingerprint: str):
-            self.fingerprint = fingerprint
-            self.last: Path | None = None
-
-        def on_save(self, args, state, control, **kw):
-            if _dist_ready():
-                torch.distributed.barrier()  # every rank has written its RNG state
-            ckpt = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}"
-            if state.is_world_process_zero:
-                write_json(ckpt / MARKER, {"fingerprint": self.fingerprint, "step": state.global_step})
-            self.last = ckpt
-            return control
-
-    class StopOnSignal(TrainerCallback):
-        """On SIGTERM: finish the current step, save a checkpoint, stop. All ranks agree on the step."""
-
-        def __init__(self):
-            self.requested = False
-            self.stopped_at: int | None = None
-
-        def on_step_end(self, args, state, control, **kw):
-            flag = self.requested
-            if _dist_ready():
-                t = torch.tensor([int(flag)])
-                torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-                flag = bool(t.item())
-            if flag:
-                control.should_save = True
-                control.should_training_stop = True
-                self.stopped_at = state.global_step
-            return control
-
-    class Progress(TrainerCallback):
-        """A plain tqdm bar over optimizer steps and one line per evaluation (main process only)."""
-
-        def __init__(self):
-            self.bar = None
-
-        def on_train_begin(self, args, state, control, **kw):
-            if state.is_world_process_zero:
-                import tqdm
-
-                self.bar = tqdm.tqdm(total=state.max_steps, initial=state.global_step, desc="finetune", unit="step")
-
-        def on_step_end(self, args, state, control, **kw):
-            if self.bar is not None:
-                self.bar.update(state.global_step - self.bar.n)
-
-        def on_evaluate(self, args, state, control, metrics=None, **kw):
-            if self.bar is not None and metrics:
-                self.bar.write(
-                    f"step {state.global_step}/{state.max_steps} (epoch {state.epoch:.2f}): "
-                    f"val macro-F1 {metrics.get('eval_macro_f1', float('nan')):.4f}  "
-                    f"acc {metrics.get('eval_accuracy', float('nan')):.4f}  "
-                    f"loss {metrics.get('eval_loss', float('nan')):.4f}"
-                )
-
-        def on_train_end(self, args, state, control, **kw):
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
-
-    class Live(DVCLiveCallback):
-        """transformers' DVCLive callback, inside a DVC pipeline: no git/experiment side effects, the Trainer's step
-        as DVCLive's step, and on resume the checkpoint's history replayed, so plots equal an uninterrupted run's."""
-
-        def __init__(self, live_dir: Path, params: dict[str, Any]):
-            super().__init__()
-            self._dir, self._params = live_dir, params
-
-        def setup(self, args, state, model):
-            self._initialized = True
-            if not state.is_world_process_zero:
-                return
-            from dvclive import Live as DVCLive
-
-            class PipelineLive(DVCLive):
-                # DVCLive's repository hook would `dvc init` a plain git repo, fail in a git repo without commits
-                # (SCMError: Empty git repo) and record experiments; in a pipeline `dvc repro` / `dvc exp run` own
-                # all of that, and dvc.yaml lists our files, so the hook is skipped altogether.
-                def _init_dvc(self) -> None:
-                    self._save_dvc_exp = False
-
-            # save_dvc_exp=False / dvcyaml=None: `dvc exp run` and `dvc repro` own the experiment and dvc.yaml.
-            self.live = PipelineLive(dir=str(self._dir), save_dvc_exp=False, dvcyaml=None, report=None)
-            self.live.log_params(self._params)
-            for logs in state.log_history:
-                logs = dict(logs)
-                self.live.step = int(logs.pop("step", 0))
-                self._log(logs)
-
-        def _log(self, logs: dict[str, Any]) -> None:
-            from dvclive.plots import Metric
-
-            logged = False
-            for key, value in logs.items():
-                name = _live_name(key)
-                if name and Metric.could_log(value):
-                    self.live.log_metric(name, value)
-                    logged = True
-            if logged:
-                self.live.next_step()
-
-        def on_log(self, args, state, control, model=None, logs=None, **kw):
-            if not self._initialized:
-                self.setup(args, state, model)
-            if state.is_world_process_zero:
-                self.live.step = state.global_step
-                self._log(logs or {})
-
-    return KitTrainer, MarkComplete, StopOnSignal, Progress, Live
-
-
-def _live_name(key: str) -> str | None:
-    """DVCLive metric name for a Trainer log key: per-step curves only (train/*, eval/*); end-of-run summaries
-    (train_runtime, total_flos, ...) are in reports/train.json instead."""
-    if key in ("loss", "grad_norm", "learning_rate"):
-        return f"train/{key}"
-    if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second")):
-        return f"eval/{key[5:]}"
-    return None
-
-
-def _compute_metrics(eval_pred) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, f1_score
-
-    logits, label_ids = eval_pred.predictions, eval_pred.label_ids
-    pred = np.asarray(logits).argmax(-1)
-    return {
-        "macro_f1": float(f1_score(label_ids, pred, average="macro", zero_division=0)),
-        "accuracy": float(accuracy_score(label_ids, pred)),
-    }
-
-
-# ---------------------------------------------------------------------------------------------- figures
-def plot_training_curves(history: list[dict[str, Any]]) -> Figure:
-    """Training/validation loss and validation macro-F1 over optimizer steps (from Trainer.state.log_history)."""
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
-    evals = [h for h in history if "eval_macro_f1" in h]
-    if train:
-        ax1.plot(*zip(*train), label="train loss")
-    if evals:
-        ax1.plot([h["step"] for h in evals], [h["eval_loss"] for h in evals], "o-", label="validation loss")
-        ax2.plot([h["step"] for h in evals], [h["eval_macro_f1"] for h in evals], "o-", color="C2")
-        best = max(evals, key=lambda h: h["eval_macro_f1"])
-        ax2.axvline(best["step"], color="grey", ls=":", label=f"best (step {best['step']})")
-        ax2.legend(loc="lower right")
-    ax1.set(xlabel="optimizer step", ylabel="cross-entropy", title="Loss")
-    ax1.legend()
-    ax2.set(xlabel="optimizer step", ylabel="macro-F1", title="Validation macro-F1")
-    fig.tight_layout()
-    return fig
-
-
-def plot_confusion(confusions: dict[str, list[list[int]]], labels: list[str]) -> Figure:
-    """One confusion matrix per model (rows: true label, columns: predicted), counts and row percentages."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(confusions), figsize=(4.4 * len(confusions), 3.9), squeeze=False)
-    for ax, (name, cm) in zip(axes[0], confusions.items()):
-        cm = np.asarray(cm)
-        rows = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-        for i in range(len(labels)):
-            for j in range(len(labels)):
-                ax.text(j, i, f"{cm[i, j]}\n{rows[i, j]:.0%}", ha="center", va="center",
-                        color="white" if rows[i, j] > 0.5 else "black", fontsize=9)
-        ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
-               xlabel="predicted", ylabel="true", title=name)
-    fig.tight_layout()
-    return fig
-
-
-def summary_table(report: dict[str, Any]) -> pd.DataFrame:
-    """Test accuracy and macro-F1 of the fine-tuned model beside the baseline, plus speed."""
-    tr = report["train"]
-    return pd.DataFrame(
-        [
-            {"model": "fine-tuned", "test accuracy": report["model"]["accuracy"],
-             "test macro-F1": report["model"]["macro_f1"], "train time (s)": tr["train_time_s"],
-             "train samples/s": tr["train_samples_per_s"]},
-            {"model": "TF-IDF + LR baseline", "test accuracy": report["baseline"]["accuracy"],
-             "test macro-F1": report["baseline"]["macro_f1"], "train time (s)": report["baseline"]["fit_time_s"],
-             "train samples/s": None},
-        ]
-    ).set_index("model")
-
-
-def per_class_table(report: dict[str, Any]) -> pd.DataFrame:
-    """Per-class precision / recall / F1 of both models on the test split."""
-    rows = []
-    for name in report["labels"]:
-        m, b = report["model"]["per_class"][name], report["baseline"]["per_class"][name]
-        rows.append({"class": name, "support": m["support"], "precision": m["precision"], "recall": m["recall"],
-                     "F1": m["f1"], "baseline precision": b["precision"], "baseline recall": b["recall"],
-                     "baseline F1": b["f1"]})
-    return pd.DataFrame(rows).set_index("class")
-
-
 # ------------------------------------------------------------------------------------------------ stage
 def check_quality_gate(report: dict[str, Any], min_macro_f1: float) -> None:
     """Raise QualityGateError when the test macro-F1 in `report` is below `min_macro_f1`."""
@@ -690,7 +282,7 @@ def run_finetune(
     data_dir, model_dir, reports_dir = (root / Path(p) for p in (data_dir, model_dir, reports_dir))
     ckpt_dir = root / params.train.checkpoint_dir
     t = params.train
-    rank, world = _dist()
+    rank, world = rank_and_world()
     main_proc = rank == 0
 
     def say(msg: str) -> None:
@@ -779,7 +371,7 @@ def run_finetune(
         eval_dataset=val_ds,
         processing_class=tokenizer,
         data_collator=collator,
-        compute_metrics=_compute_metrics,
+        compute_metrics=compute_metrics,
         callbacks=callbacks,
         group_by_length=t.group_by_length,
         class_weights=class_weights(train_df["label_id"], len(labels)) if t.class_weight == "balanced" else None,
@@ -861,7 +453,7 @@ def run_finetune(
         from kit.modelcard import render_model_card
 
         write_text(reports_dir / "model_card.md", render_model_card(report, params))
-        for ckpt in _checkpoints(ckpt_dir):  # the run is complete: its checkpoints have served their purpose
+        for ckpt in checkpoints(ckpt_dir):  # the run is complete: its checkpoints have served their purpose
             shutil.rmtree(ckpt, ignore_errors=True)
         say(
             f"finetune done in {report['train']['stage_time_s']:.0f}s: test macro-F1 {model_metrics['macro_f1']:.4f} "

@@ -1,4 +1,4 @@
-"""Tests for the finetune stage (kit/train.py, kit/baseline.py, kit/modelcard.py) on a tiny random BERT.
+"""Tests for the finetune stage (kit/train.py, trainer.py, checkpoint.py, baseline.py, modelcard.py) on a tiny BERT.
 Covers model sources, label wiring, data errors, baseline, quality gate, determinism, SIGKILL/SIGTERM resume, DDP."""
 
 from __future__ import annotations
@@ -18,17 +18,9 @@ import pytest
 from kit.baseline import classification_metrics, fit_baseline
 from kit.errors import DataError, KitError, ParamsError, QualityGateError
 from kit.params import ModelParams, load_params
-from kit.train import (
-    MARKER,
-    find_resume_checkpoint,
-    load_labels,
-    load_model,
-    load_splits,
-    run_finetune,
-    class_weights,
-    sample_rows,
-    training_order,
-)
+from kit.checkpoint import MARKER, find_resume_checkpoint
+from kit.train import load_labels, load_model, load_splits, run_finetune, sample_rows
+from kit.trainer import class_weights, training_order
 from tests.fixtures_train import LABELS, make_project, synthetic_split
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
@@ -204,7 +196,7 @@ def test_balanced_loss_is_the_class_weighted_cross_entropy(tmp_path):
     import torch
     from transformers import TrainingArguments
 
-    from kit.train import trainer_classes
+    from kit.trainer import trainer_classes
 
     model, tok = load_model(ModelParams(source="tiny", max_length=32), LABELS)
     model.eval()  # no dropout: the two forward passes below must agree
