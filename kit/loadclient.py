@@ -337,8 +337,9 @@ async def _closed_loop(
     return records, errors
 
 
-def _batch_counters(url: str) -> tuple[float, float] | None:
-    """(sum, count) of the server's kit_serve_batch_size histogram, or None if it does not expose one."""
+def _batch_counters(url: str) -> tuple[float, float, float | None] | None:
+    """(sum, count) of the server's kit_serve_batch_size histogram and its batch wait limit in seconds (None when not
+    exposed), or None if it exposes no batch histogram."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -348,7 +349,7 @@ def _batch_counters(url: str) -> tuple[float, float] | None:
             text = r.read().decode()
     except OSError:
         return None
-    total = count = None
+    total = count = wait = None
     for fam in text_string_to_metric_families(text):
         if fam.name == "kit_serve_batch_size":
             for smp in fam.samples:
@@ -356,7 +357,9 @@ def _batch_counters(url: str) -> tuple[float, float] | None:
                     total = smp.value
                 elif smp.name.endswith("_count"):
                     count = smp.value
-    return (total, count) if total is not None and count is not None else None
+        elif fam.name == "kit_serve_batch_wait_limit_seconds" and fam.samples:
+            wait = fam.samples[0].value
+    return (total, count, wait) if total is not None and count is not None else None
 
 
 def _run_async(coro: Any) -> Any:
@@ -453,6 +456,8 @@ def load_level(
         b0, b1 = state.get("batches0"), _batch_counters(url)
         if b0 and b1 and b1[1] > b0[1]:
             row["mean_batch_size"] = round((b1[0] - b0[0]) / (b1[1] - b0[1]), 2)
+        if b1 and b1[2] is not None:  # the adaptive wait the batcher had settled on by the end of the window
+            row["batch_wait_limit_ms"] = round(b1[2] * 1000, 3)
         sampler.stop()
         row["server_cpu_cores"] = round((_cpu_s(srv) - state["srv_cpu0"]) / elapsed, 3)
         row["server_rss_peak_mib"] = round(max(sampler.rss), 1) if sampler.rss else None

@@ -123,6 +123,8 @@ def test_run_loadtest_end_to_end_on_a_tiny_model(tmp_path):
     # The server's own batch-size histogram: batch 1 means batch 1; with batching, 1 to max_batch_size.
     assert rep["nobatch_levels"][0]["mean_batch_size"] == 1.0
     assert all(1.0 <= r["mean_batch_size"] <= 4 for r in rep["levels"])
+    # The adaptive wait the batcher reported: within [0, max_delay_ms].
+    assert all(0.0 <= r["batch_wait_limit_ms"] <= 2.0 for r in rep["levels"])
     assert rep["model"]["version"] == "test-0.1"
     json.dumps(rep)  # the report is plain JSON
     f1, f2 = plot_loadtest(rep)
