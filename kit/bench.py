@@ -3,7 +3,6 @@ Variants are interleaved round by round so machine drift hits all alike; ratios 
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import platform
@@ -11,184 +10,22 @@ import re
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kit.bench_load import Runner, load_runner, peak_mb, read_texts, reset_peak, rss_mb, trim
 from kit.errors import DataError, KitError
-from kit.export import (
-    ModelSpec,
-    find_tokenizer,
-    encode,
-    load_classifier,
-    load_tokenizer,
-    model_spec,
-    onnx_logits,
-    ort_session,
-    torch_logits,
-)
+from kit.export import encode, find_tokenizer, load_tokenizer
 
 __all__ = [
-    "Runner",
-    "load_runner",
-    "read_texts",
     "machine_peak",
     "benchmark",
     "evaluate",
-    "accuracy_table",
-    "selection_rows",
     "bench_models",
-    "headline",
-    "summary_table",
-    "plot_throughput",
-    "plot_accuracy_latency",
 ]
-
-
-# ------------------------------------------------------------------------------------------------- memory
-def _status_kb(key: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _rss_mb() -> float:
-    kb = _status_kb("VmRSS")
-    if kb is not None:
-        return kb / 1024
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) of this process; False where Linux does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _trim() -> None:
-    """Return freed heap pages to the OS (glibc malloc_trim), so RSS growth measures what a run really needs."""
-    gc.collect()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _touch(fn: Callable[[dict[str, np.ndarray]], np.ndarray]) -> None:
-    # One tiny call maps lazily loaded (mmapped) weights and runs one-off prepacking, so the load figure is the
-    # model's real resident size rather than whatever happened to be paged in.
-    ids = np.full((1, 8), 100, dtype=np.int64)
-    fn({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
-
-
-def _peak_mb() -> float | None:
-    kb = _status_kb("VmHWM")
-    return None if kb is None else kb / 1024
-
-
-# ------------------------------------------------------------------------------------------------- runners
-@dataclass
-class Runner:
-    """A loaded model behind one call signature: encoded batch in, float32 logits out."""
-
-    name: str
-    kind: str  # "pytorch" or "onnx"
-    path: Path
-    spec: ModelSpec | None
-    size_bytes: int
-    load_rss_mb: float
-    fn: Callable[[dict[str, np.ndarray]], np.ndarray]
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        return self.fn(batch)
-
-
-def load_runner(path: str | Path, threads: int, name: str | None = None) -> Runner:
-    """Load a PyTorch HF model directory or an ONNX model (file, or directory holding model.onnx).
-
-    Args:
-        path: model directory or .onnx file.
-        threads: intra-op threads (torch.set_num_threads / ORT intra_op_num_threads), the same for every runner.
-        name: display name (default: pytorch_<dir> for PyTorch, the file stem for ONNX).
-
-    Raises:
-        KitError: the path is neither.
-    """
-    import onnx
-    import onnxruntime  # noqa: F401  (imported before measuring, so library load is not charged to the model)
-
-    path = Path(path)
-    if path.is_dir() and (path / "model.onnx").is_file():
-        path = path / "model.onnx"
-    if path.is_file() and path.suffix == ".onnx":
-        _trim()
-        before = _rss_mb()
-        sess = ort_session(path, threads)
-        fn = lambda b: onnx_logits(sess, b)  # noqa: E731
-        _touch(fn)
-        _trim()
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        spec = ModelSpec.from_metadata(props)
-        if spec is None and (path.parent / "config.json").is_file():
-            from transformers import AutoConfig
-
-            spec = model_spec(AutoConfig.from_pretrained(str(path.parent)))
-        nm = name or (path.parent.name if path.stem == "model" else path.stem)
-        return Runner(nm, "onnx", path, spec, path.stat().st_size, _rss_mb() - before, fn)
-    if path.is_dir() and (path / "config.json").is_file():
-        import torch
-        import transformers.models.bert.modeling_bert  # noqa: F401  (library code is not the model's memory)
-
-        torch.set_num_threads(threads)
-        _trim()
-        before = _rss_mb()
-        # Default attention (SDPA) and eager mode: how the model runs in PyTorch unless someone optimises it.
-        model = load_classifier(path, eager=False)
-        fn = lambda b: torch_logits(model, b)  # noqa: E731
-        _touch(fn)
-        _trim()
-        size = sum(f.stat().st_size for f in path.glob("*.safetensors")) or sum(
-            f.stat().st_size for f in path.glob("*.bin")
-        )
-        return Runner(name or f"pytorch_{path.name}", "pytorch", path, model_spec(model), size, _rss_mb() - before, fn)
-    raise KitError(f"{path}: not an .onnx file, a directory with model.onnx, or a HF model directory (config.json)")
-
-
-def read_texts(path: str | Path, text_column: str = "text", label_column: str | None = "label_id") -> tuple[list[str], np.ndarray | None]:
-    """Texts (and integer labels when the column exists) from a Parquet or CSV file.
-
-    Raises:
-        DataError: file missing or the text column absent.
-    """
-    import pandas as pd
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, encoding_errors="replace")
-    if text_column not in df.columns:
-        raise DataError(f"{path}: no column {text_column!r} (columns: {', '.join(map(str, df.columns))})")
-    if len(df) == 0:
-        raise DataError(f"{path}: no rows")
-    labels = None
-    if label_column and label_column in df.columns:
-        labels = df[label_column].to_numpy(dtype=np.int64)
-    return df[text_column].astype(str).tolist(), labels
 
 
 # ------------------------------------------------------------------------------------------------ machine
@@ -336,7 +173,7 @@ def benchmark(
     lat: dict[tuple[str, int, int], list[float]] = {(r.name, b, s): [] for r in runners for b, s in grid}
     round_med: dict[tuple[str, int, int], list[float]] = {k: [] for k in lat}
     extra_mem: dict[tuple[str, int, int], float] = {k: 0.0 for k in lat}
-    can_reset = _reset_peak()
+    can_reset = reset_peak()
     bar = tqdm(total=rounds * len(grid) * len(runners), desc="benchmark", unit="run", disable=not progress)
     for rnd in range(rounds):
         # Rotate the order each round so no variant always runs right after the same neighbour.
@@ -346,10 +183,10 @@ def benchmark(
             for r in order:
                 bar.set_postfix_str(f"round {rnd + 1}/{rounds} {r.name} b{b} s{s}")
                 # Peak memory is measured from before the warm-up: ORT grows its arena on the first large batch.
-                _trim()
-                base = _rss_mb()
+                trim()
+                base = rss_mb()
                 if can_reset:
-                    _reset_peak()
+                    reset_peak()
                 for x in batches[:warmup]:
                     r(x)
                 times = []
@@ -357,7 +194,7 @@ def benchmark(
                     t = time.perf_counter()
                     r(x)
                     times.append(time.perf_counter() - t)
-                if can_reset and (pk := _peak_mb()) is not None:
+                if can_reset and (pk := peak_mb()) is not None:
                     extra_mem[(r.name, b, s)] = max(extra_mem[(r.name, b, s)], pk - base)
                 lat[(r.name, b, s)].extend(times)
                 round_med[(r.name, b, s)].append(statistics.median(times))
@@ -470,152 +307,6 @@ def evaluate(
             "rows": len(labels),
         }
         for name, p in preds.items()
-    }
-
-
-# ------------------------------------------------------------------------------------------ tables and plots
-def summary_table(bench: dict[str, Any], accuracy: dict[str, dict[str, float]] | None = None) -> Any:
-    """One row per variant x batch x length: latency, throughput, ratio, memory, GFLOP/s (and accuracy)."""
-    import pandas as pd
-
-    rows = []
-    for r in bench["results"]:
-        row = {
-            "variant": r["variant"],
-            "batch": r["batch_size"],
-            "seq": r["seq_len"],
-            "p50 ms": r["latency_ms"]["p50"],
-            "p95 ms": r["latency_ms"]["p95"],
-            "p99 ms": r["latency_ms"]["p99"],
-            "seq/s": r["throughput_seq_s"],
-            f"x {bench['reference']}": r["speedup"],
-            "size MB": r["size_mb"],
-            "peak MB": r["peak_mem_mb"],
-            "GFLOP/s": r["gflops"],
-            "% measured peak": r["pct_measured_peak"],
-        }
-        if accuracy and r["variant"] in accuracy:
-            a = accuracy[r["variant"]]
-            row.update({"acc": a["accuracy"], "macro-F1": a["macro_f1"], "agree": a["agreement"]})
-        rows.append(row)
-    return pd.DataFrame(rows).round(3)
-
-
-def accuracy_table(accuracy: dict[str, dict[str, float]], reference: str) -> Any:
-    """Accuracy, macro-F1, its drop in points vs the reference, and agreement, one row per variant."""
-    import pandas as pd
-
-    ref = accuracy[reference]["macro_f1"]
-    return pd.DataFrame(
-        [
-            {
-                "variant": n,
-                "accuracy": a["accuracy"],
-                "macro-F1": a["macro_f1"],
-                "F1 drop (points)": 100 * (ref - a["macro_f1"]),
-                "agreement": a["agreement"],
-            }
-            for n, a in accuracy.items()
-        ]
-    ).round(4)
-
-
-def plot_throughput(bench: dict[str, Any]) -> Any:
-    """Throughput (sequences/s) against batch size, one line per variant (one panel per sequence length)."""
-    import matplotlib.pyplot as plt
-
-    seqs = bench["settings"]["seq_lengths"]
-    fig, axes = plt.subplots(1, len(seqs), figsize=(6 * len(seqs), 4), squeeze=False)
-    for ax, s in zip(axes[0], seqs):
-        for name in dict.fromkeys(r["variant"] for r in bench["results"]):
-            pts = sorted((r["batch_size"], r["throughput_seq_s"]) for r in bench["results"]
-                         if r["variant"] == name and r["seq_len"] == s)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("sequences / s (median)")
-        ax.set_title(f"throughput, seq {s}, {bench['settings']['threads']} threads")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_accuracy_latency(
-    bench: dict[str, Any], accuracy: dict[str, dict[str, float]], batch_size: int | None = None
-) -> Any:
-    """Macro-F1 against p50 latency (at one batch size and the first length), one point per variant."""
-    import matplotlib.pyplot as plt
-
-    b = batch_size or min(bench["settings"]["batch_sizes"])
-    s = bench["settings"]["seq_lengths"][0]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in bench["results"]:
-        if r["batch_size"] == b and r["seq_len"] == s and r["variant"] in accuracy:
-            x, y = r["latency_ms"]["p50"], accuracy[r["variant"]]["macro_f1"]
-            ax.scatter([x], [y], s=40)
-            ax.annotate(r["variant"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel(f"p50 latency at batch {b}, seq {s} (ms)")
-    ax.set_ylabel("test macro-F1")
-    ax.set_title("accuracy vs latency")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------- selection
-def selection_rows(bench: dict[str, Any], accuracy: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-    """Per non-reference variant: macro-F1 and `speedup`, the geometric mean of its per-config throughput ratios.
-
-    The geometric mean weighs batch-1 latency and large-batch throughput equally, whatever their absolute scale.
-    """
-    out = []
-    for name in dict.fromkeys(r["variant"] for r in bench["results"]):
-        if name == bench["reference"] or name not in accuracy:
-            continue
-        ratios = [r["speedup"] for r in bench["results"] if r["variant"] == name]
-        out.append(
-            {
-                "variant": name,
-                "macro_f1": accuracy[name]["macro_f1"],
-                "accuracy": accuracy[name]["accuracy"],
-                "agreement": accuracy[name]["agreement"],
-                "speedup": float(np.exp(np.mean(np.log(ratios)))),
-                "speedups": {f"b{r['batch_size']}_s{r['seq_len']}": r["speedup"] for r in bench["results"]
-                             if r["variant"] == name},
-            }
-        )
-    return out
-
-
-def headline(
-    bench: dict[str, Any], accuracy: dict[str, dict[str, float]], variant: str, target: float = 3.0,
-    max_f1_drop: float = 0.01,
-) -> dict[str, Any]:
-    """The stage's target figures for `variant`: throughput ratio at the largest batch, p50-latency ratio at the
-    smallest batch (both over the reference, same run, first sequence length) and macro-F1 drop in points."""
-    s = bench["settings"]["seq_lengths"][0]
-    bmax, bmin = max(bench["settings"]["batch_sizes"]), min(bench["settings"]["batch_sizes"])
-    rows = {(r["variant"], r["batch_size"]): r for r in bench["results"] if r["seq_len"] == s}
-    ref = bench["reference"]
-    big, small = rows[(variant, bmax)], rows[(variant, bmin)]
-    drop = 100 * (accuracy[ref]["macro_f1"] - accuracy[variant]["macro_f1"])
-    return {
-        "variant": variant,
-        "seq_len": s,
-        f"throughput_ratio_b{bmax}": big["speedup"],
-        f"throughput_b{bmax}_seq_s": big["throughput_seq_s"],
-        f"reference_throughput_b{bmax}_seq_s": rows[(ref, bmax)]["throughput_seq_s"],
-        f"p50_latency_ratio_b{bmin}": small["speedup"],
-        f"p50_latency_b{bmin}_ms": small["latency_ms"]["p50"],
-        f"reference_p50_latency_b{bmin}_ms": rows[(ref, bmin)]["latency_ms"]["p50"],
-        "macro_f1": accuracy[variant]["macro_f1"],
-        "reference_macro_f1": accuracy[ref]["macro_f1"],
-        "macro_f1_drop_points": drop,
-        "target_ratio": target,
-        "meets_throughput_target": big["speedup"] >= target,
-        "meets_latency_target": small["speedup"] >= target,
-        "meets_f1_target": drop <= 100 * max_f1_drop + 1e-9,
     }
 
 

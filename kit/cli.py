@@ -240,7 +240,8 @@ def bench(
 ) -> None:
     """Benchmark models side by side (interleaved rounds): latency p50/p95/p99, throughput, memory, GFLOP/s, accuracy."""
     bs, sl = _int_list(batch_sizes, "--batch-sizes"), _int_list(seq_len, "--seq-len")
-    from kit.bench import bench_models, summary_table
+    from kit.bench import bench_models
+    from kit.bench_report import summary_table
 
     try:
         report = bench_models(

@@ -1,4 +1,5 @@
-"""kit/bench.py and `kit bench`: interleaved benchmark structure, accuracy, peak derivation, errors, CLI on tiny models."""
+"""kit/bench.py, kit/bench_load.py, kit/bench_report.py and `kit bench`: interleaved benchmark structure, accuracy,
+peak derivation, errors, CLI on tiny models."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from kit.bench import benchmark, evaluate, load_runner, machine_peak, read_texts, selection_rows, headline
+from kit.bench import benchmark, evaluate, machine_peak
+from kit.bench_load import load_runner, read_texts
+from kit.bench_report import headline, selection_rows
 from kit.errors import DataError, KitError
-from kit.export import build_variants, load_tokenizer
+from kit.export import load_tokenizer
+from kit.variants import build_variants
 from tests.fixtures_optimize import TEXTS, tiny_data, tiny_model  # noqa: F401
 
 INT8 = {"per_channel": False, "reduce_range": True, "weight_type": "qint8"}

@@ -1,5 +1,5 @@
-"""kit/export.py: ONNX export contract, parity check (and its failure on a corrupted file), variants, selection,
-the serving directory."""
+"""kit/export.py and kit/variants.py: ONNX export contract, parity check (and its failure on a corrupted file),
+variants, selection, the serving directory."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from kit.errors import KitError, ParamsError, ParityError
 from kit.export import (
     INPUT_NAMES,
     ModelSpec,
-    build_variants,
     check_parity,
     encode,
     export_onnx,
@@ -25,10 +24,9 @@ from kit.export import (
     onnx_logits,
     ort_session,
     read_labels,
-    select_variant,
     torch_logits,
-    write_serving,
 )
+from kit.variants import build_variants, select_variant, write_serving
 from tests.fixtures_optimize import LABELS, TEXTS, tiny_data, tiny_model  # noqa: F401
 
 INT8 = {"per_channel": True, "reduce_range": True, "weight_type": "qint8"}
