@@ -186,7 +186,7 @@ class OptimizeParams(_Section):
     student_layers: list[int] = Field(
         default_factory=lambda: [0, 2, 4], min_length=1, description="Teacher layers the student keeps (and starts from)."
     )
-    distill_steps: int = Field(300, ge=1, le=100_000, description="Distillation optimizer steps.")
+    distill_steps: int = Field(600, ge=1, le=100_000, description="Distillation optimizer steps.")
     distill_batch_size: int = Field(16, ge=1, le=1024, description="Rows per distillation step.")
     distill_rows: int | None = Field(
         None, ge=1, description="Training rows sampled for distillation (seeded). None: steps x batch size (one pass)."
