@@ -61,22 +61,20 @@ def main() -> int:
     ds = encode(rows, tok, L)
     KitTrainer = trainer_classes()[0]
 
-    def measure(name: str, out_dir: str) -> dict:
+    def batches_for(name: str, out_dir: str) -> list:
+        """The batches the stage's Trainer would feed (its sampler and collator), taken at evenly spaced positions
+        of the epoch so they cover the whole length distribution. A pure function of the seed: built once."""
         group, pad = VARIANTS[name]
-        model.load_state_dict(initial)
         collator = DataCollatorWithPadding(tok, padding="max_length" if pad else "longest", max_length=L)
-        args = TrainingArguments(
-            output_dir=out_dir, per_device_train_batch_size=t.batch_size, max_steps=ns.steps,
-            learning_rate=t.learning_rate, seed=t.seed, report_to="none", disable_tqdm=True,
-            use_cpu=not torch.cuda.is_available(),
-        )
+        args = TrainingArguments(output_dir=out_dir, per_device_train_batch_size=t.batch_size, seed=t.seed,
+                                 report_to="none", disable_tqdm=True, use_cpu=not torch.cuda.is_available())
         trainer = KitTrainer(model=model, args=args, train_dataset=ds, data_collator=collator, processing_class=tok,
                              group_by_length=group)
-        # The batches the stage's Trainer would feed (its sampler and collator), taken at evenly spaced positions
-        # of the epoch: length-grouped order runs from long to short within each group of 50 batches, so the
-        # first few batches alone would overstate its cost.
         batches = list(trainer.get_train_dataloader())
-        picks = [batches[i] for i in np.linspace(0, len(batches) - 1, ns.steps).round().astype(int)]
+        return [batches[i] for i in np.linspace(0, len(batches) - 1, ns.steps).round().astype(int)]
+
+    def measure(name: str, picks: list) -> dict:
+        model.load_state_dict(initial)
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
 
@@ -98,10 +96,11 @@ def main() -> int:
 
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
+        picks = {name: batches_for(name, tmp) for name in VARIANTS}
         for rep in range(ns.repeats):
             order = list(VARIANTS) if rep % 2 == 0 else list(VARIANTS)[::-1]  # drift within a repeat hits all
             for name in order:
-                r = measure(name, tmp)
+                r = measure(name, picks[name])
                 r["repeat"] = rep
                 runs.append(r)
                 print(f"repeat {rep} {name:18s} {r['samples_per_s']:7.1f} samples/s  "

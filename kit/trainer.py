@@ -33,11 +33,14 @@ def class_weights(label_ids: Any, n_classes: int) -> list[float]:
     Raises:
         DataError: a class has no training rows (its weight would be infinite).
     """
-    counts = np.bincount(np.asarray(label_ids, dtype=np.int64), minlength=n_classes)
+    from sklearn.utils.class_weight import compute_class_weight
+
+    ids = np.asarray(label_ids, dtype=np.int64)
+    counts = np.bincount(ids, minlength=n_classes)
     if (counts == 0).any():
         raise DataError(f"train split: no rows of class id(s) {np.flatnonzero(counts == 0).tolist()}; "
                         "class_weight 'balanced' needs every class")
-    return (counts.sum() / (n_classes * counts)).tolist()
+    return compute_class_weight("balanced", classes=np.arange(n_classes), y=ids).tolist()
 
 
 def training_order(lengths: list[int], batch_size: int, seed: int, group_by_length: bool) -> list[int]:
@@ -154,7 +157,7 @@ def trainer_classes():
         def on_step_end(self, args, state, control, **kw):
             flag = self.requested
             if _dist_ready():
-                t = torch.tensor([int(flag)])
+                t = torch.tensor([int(flag)], device=args.device)  # nccl reduces only GPU tensors
                 torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
                 flag = bool(t.item())
             if flag:

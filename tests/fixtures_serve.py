@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from kit.loadclient import free_port
 
 __all__ = [
     "LABELS",
@@ -145,12 +146,6 @@ def assert_matches(predictions: list[dict], ref: Reference, texts: list[str], at
         top2 = np.sort(exp)[-2:]
         if top2[1] - top2[0] > 1e-4:  # a tie within float noise may legitimately break either way
             assert pred["label"] == LABELS[int(exp.argmax())], text[:80]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ServerProcess:
