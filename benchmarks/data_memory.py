@@ -41,8 +41,8 @@ def make_csv(path: Path, size_bytes: int, seed: int = 0) -> int:
 
 CHILD = """
 import json, resource, sys, time
-from kit.data import build_dataset
-from kit.params import DataParams
+from kit.data.dataset import build_dataset
+from kit.core.params import DataParams
 p = DataParams(source="csv", path=sys.argv[1], out_dir=sys.argv[2], split_method="hash", chunk_rows=int(sys.argv[3]))
 t = time.perf_counter()
 report = build_dataset(p, ".", report_path=None)

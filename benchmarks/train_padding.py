@@ -44,10 +44,10 @@ def main() -> int:
     from transformers import DataCollatorWithPadding, TrainingArguments
     from transformers.utils import logging as hf_logging
 
-    from kit.io import write_json
-    from kit.params import load_params
-    from kit.train import encode, load_labels, load_model, load_splits, sample_rows
-    from kit.trainer import trainer_classes
+    from kit.core.io import write_json
+    from kit.core.params import load_params
+    from kit.finetune.train import encode, load_labels, load_model, load_splits, sample_rows
+    from kit.finetune.trainer import trainer_classes
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from kit.errors import KitError
+from kit.core.errors import KitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 params_app = typer.Typer(no_args_is_help=True, help="Validate and document params.yaml.")
@@ -24,8 +24,8 @@ def _fail(exc: KitError) -> None:
 @params_app.command("check")
 def params_check(file: Annotated[Path, typer.Argument(help="params file")] = Path("params.yaml")) -> None:
     """Validate FILE against the schema; one line per error with its key path."""
-    from kit.errors import ParamsError
-    from kit.params import load_params
+    from kit.core.errors import ParamsError
+    from kit.core.params import load_params
 
     try:
         load_params(file)
@@ -39,7 +39,7 @@ def params_check(file: Annotated[Path, typer.Argument(help="params file")] = Pat
 @params_app.command("reference")
 def params_reference() -> None:
     """Print the params reference (Markdown) generated from the schema."""
-    from kit.params import reference_markdown
+    from kit.core.params import reference_markdown
 
     typer.echo(reference_markdown())
 
@@ -50,8 +50,8 @@ def run(
     params_file: Annotated[Path, typer.Option("--params", help="params file")] = Path("params.yaml"),
 ) -> None:
     """Validate params, then execute the stage notebook with papermill into reports/notebooks/."""
-    from kit.errors import ParamsError
-    from kit.runner import run_stage
+    from kit.core.errors import ParamsError
+    from kit.core.runner import run_stage
 
     try:
         run_stage(stage, params_file)
@@ -67,7 +67,7 @@ def run(
 # Commands below are owned by their stage modules; keep each block self-contained.
 
 
-# --- serve (owner: kit/serve.py) -------------------------------------------------------------------------------
+# --- serve (owner: kit/serve/app.py) -------------------------------------------------------------------------------
 @app.command("serve")
 def serve(
     model_dir: Annotated[Path, typer.Argument(help="serving model dir (models/serving from the optimize stage)")],
@@ -78,8 +78,8 @@ def serve(
     ] = None,
 ) -> None:
     """Serve MODEL_DIR over HTTP (POST /predict, /healthz, /readyz, /metrics) until SIGTERM, which drains and exits 0."""
-    from kit.errors import ParamsError
-    from kit.params import ServeParams, load_params
+    from kit.core.errors import ParamsError
+    from kit.core.params import ServeParams, load_params
 
     try:
         # A container may start with only a model dir: without --params and params.yaml the schema defaults apply.
@@ -91,7 +91,7 @@ def serve(
         for line in exc.lines:
             typer.echo(line, err=True)
         raise typer.Exit(1)
-    from kit.serve import run as run_server  # imports onnxruntime, fastapi, uvicorn; never torch
+    from kit.serve.app import run as run_server  # imports onnxruntime, fastapi, uvicorn; never torch
 
     try:
         run_server(model_dir, serve_params, host=host, port=port)
@@ -99,14 +99,14 @@ def serve(
         _fail(exc)
 
 
-# --- deploy (owner: kit/k8s.py, kit/k8s_validate.py, kit/k8s_apply.py, kit/batch.py) ---------------------------
+# --- deploy (owner: kit/deploy/manifests.py, kit/deploy/validate.py, kit/deploy/apply.py, kit/deploy/batch.py) ---------------------------
 deploy_app = typer.Typer(no_args_is_help=True, help="Kubernetes manifests (render, validate, apply) and batch scoring.")
 app.add_typer(deploy_app, name="deploy")
 
 
-def _deploy_params(params_file: Path):  # -> kit.params.Params
-    from kit.errors import ParamsError
-    from kit.params import load_params
+def _deploy_params(params_file: Path):  # -> kit.core.params.Params
+    from kit.core.errors import ParamsError
+    from kit.core.params import load_params
 
     try:
         return load_params(params_file)
@@ -125,7 +125,7 @@ def deploy_render(
     out: Annotated[Optional[Path], typer.Option("--out", help="output dir (default: deploy.out_dir)")] = None,
 ) -> None:
     """Write the Kubernetes manifests from params and the measured load test (params defaults if none)."""
-    from kit.k8s import render
+    from kit.deploy.manifests import render
 
     p = _deploy_params(params_file)
     try:
@@ -147,7 +147,7 @@ def deploy_validate(
     ] = None,
 ) -> None:
     """Validate the manifests offline: Kubernetes OpenAPI schema of deploy.k8s_version (strict) and checkov."""
-    from kit.k8s_validate import validate_dir
+    from kit.deploy.validate import validate_dir
 
     p = _deploy_params(params_file)
     try:
@@ -171,7 +171,7 @@ def deploy_apply(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="server-side dry run only")] = False,
 ) -> None:
     """Server-side apply the manifests to the cluster of the current kubeconfig (server dry run first)."""
-    from kit.k8s_apply import apply_manifests
+    from kit.deploy.apply import apply_manifests
 
     p = _deploy_params(params_file)
     try:
@@ -199,7 +199,7 @@ def deploy_batch_score(
     """Score one shard of INPUT with the serving model (ONNX Runtime, no torch) and write it under OUTPUT_DIR."""
     import json
 
-    from kit.batch import score_shard
+    from kit.deploy.batch import score_shard
 
     try:
         summary = score_shard(
@@ -210,7 +210,7 @@ def deploy_batch_score(
     typer.echo(json.dumps(summary))
 
 
-# --- bench (owner: kit/bench.py) -------------------------------------------------------------------------------
+# --- bench (owner: kit/optimize/bench.py) -------------------------------------------------------------------------------
 def _int_list(value: str, option: str) -> list[int]:
     try:
         out = [int(x) for x in value.split(",") if x.strip()]
@@ -240,8 +240,8 @@ def bench(
 ) -> None:
     """Benchmark models side by side (interleaved rounds): latency p50/p95/p99, throughput, memory, GFLOP/s, accuracy."""
     bs, sl = _int_list(batch_sizes, "--batch-sizes"), _int_list(seq_len, "--seq-len")
-    from kit.bench import bench_models
-    from kit.bench_report import summary_table
+    from kit.optimize.bench import bench_models
+    from kit.optimize.figures import summary_table
 
     try:
         report = bench_models(
@@ -254,7 +254,7 @@ def bench(
     typer.echo(f"wrote {out}")
 
 
-# --- train (owner: kit/train.py) -------------------------------------------------------------------------------
+# --- train (owner: kit/finetune/train.py) -------------------------------------------------------------------------------
 @app.command("train")
 def train_cmd(
     params_file: Annotated[Path, typer.Option("--params", help="params file")] = Path("params.yaml"),
@@ -262,10 +262,10 @@ def train_cmd(
     model_dir: Annotated[Path, typer.Option("--model-dir", help="where the model goes")] = Path("models/finetuned"),
 ) -> None:
     """Fine-tune outside papermill (same code as the finetune stage); resumes a checkpoint of the same run.
-    For several processes use `torchrun --nproc_per_node N -m kit.train --params FILE`. Exit 143 after SIGTERM."""
-    from kit.errors import ParamsError, TrainingInterrupted
-    from kit.io import project_root
-    from kit.params import load_params
+    For several processes use `torchrun --nproc_per_node N -m kit.finetune.train --params FILE`. Exit 143 after SIGTERM."""
+    from kit.core.errors import ParamsError, TrainingInterrupted
+    from kit.core.io import project_root
+    from kit.core.params import load_params
 
     try:
         params = load_params(params_file)
@@ -277,7 +277,7 @@ def train_cmd(
     except FileNotFoundError as exc:  # no params.yaml + dvc.yaml above cwd
         typer.echo(str(exc), err=True)
         raise typer.Exit(1)
-    from kit.train import run_finetune  # imports torch and transformers
+    from kit.finetune.train import run_finetune  # imports torch and transformers
 
     try:
         run_finetune(params, root, data_dir, model_dir)

@@ -24,7 +24,7 @@ def on_files(files, config):
 
 def on_page_markdown(markdown, page, config, files):
     if MARKER in markdown:
-        from kit.params import reference_markdown
+        from kit.core.params import reference_markdown
 
         markdown = markdown.replace(MARKER, reference_markdown())
     return markdown

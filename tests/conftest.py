@@ -17,11 +17,16 @@ os.environ.setdefault("NO_MKDOCS_2_WARNING", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# What a project copy leaves out: environments, caches and every generated output.
-_IGNORE = shutil.ignore_patterns(
-    ".venv", ".tools", ".git", "cache", "tmp", "__pycache__", "*.egg-info", ".pytest_cache", "site", "data",
-    "models", "reports", "checkpoints", "deploy", "bench-data", ".ipynb_checkpoints",
-)
+# What a project copy leaves out: environments, caches and every generated output. Output dirs are matched only at
+# the top level (kit/data/ is source, data/ is an output).
+_IGNORE_ANYWHERE = {".venv", ".tools", ".git", "__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
+_IGNORE_TOP = {"cache", "tmp", "site", "data", "models", "reports", "checkpoints", "deploy", "bench-data"}
+
+
+def _ignore(directory: str, names: list[str]) -> set[str]:
+    here = Path(directory).resolve()
+    top = here in (REPO, REPO / ".dvc")  # .dvc/cache and .dvc/tmp too
+    return {n for n in names if n in _IGNORE_ANYWHERE or n.endswith(".egg-info") or (top and n in _IGNORE_TOP)}
 
 
 def make_texts(n_per_class: int, labels=("negative", "neutral", "positive"), seed: int = 0) -> list[tuple[str, str]]:
@@ -53,7 +58,7 @@ def tiny_csv(tmp_path: Path) -> Path:
 
 def copy_project(dest: Path) -> Path:
     """A runnable copy of the project (sources only) in its own git repo, as a fresh clone would be."""
-    shutil.copytree(REPO, dest, ignore=_IGNORE, symlinks=True)
+    shutil.copytree(REPO, dest, ignore=_ignore, symlinks=True)
     shutil.copytree(REPO / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"), dirs_exist_ok=True)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest

@@ -57,7 +57,7 @@ def synthetic_split(n: int, seed: int, noise: float = 0.08) -> pd.DataFrame:
 
 
 def make_project(root: Path, model: dict[str, Any] | None = None, train: dict[str, Any] | None = None) -> Path:
-    """A project root (params.yaml, dvc.yaml, data/) that `python -m kit.train` can run in; returns `root`."""
+    """A project root (params.yaml, dvc.yaml, data/) that `python -m kit.finetune.train` can run in; returns `root`."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "dvc.yaml").write_text("stages: {}\n")
     data = root / "data"

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kit.data import SPLITS, build_dataset, embedded_corpus_path, plot_report
-from kit.errors import DataError
-from kit.params import DataParams
+from kit.data.dataset import SPLITS, build_dataset, embedded_corpus_path, plot_report
+from kit.core.errors import DataError
+from kit.core.params import DataParams
 from tests.conftest import make_texts
 
 

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from kit.errors import DataError, DeployError
-from kit.loadclient import load_level, smoke_test, start_server
-from kit.loadtest import bare_benchmark, plot_loadtest, run_loadtest, summarize, texts_from_parquet
-from kit.params import DeployParams, ServeParams
+from kit.core.errors import DataError, DeployError
+from kit.deploy.loadclient import load_level, smoke_test, start_server
+from kit.deploy.loadtest import bare_benchmark, plot_loadtest, run_loadtest, summarize, texts_from_parquet
+from kit.core.params import DeployParams, ServeParams
 from tests.fixtures_deploy import TEXTS, EchoServer, tiny_serving_dir, write_texts_parquet
 
 
@@ -152,7 +152,7 @@ def test_deploy_params_reject_inconsistent_levels():
 
 
 def test_raw_connection_reads_chunked_and_reconnects():
-    from kit.loadclient import _Connection
+    from kit.deploy.loadclient import _Connection
 
     seen = []
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import yaml
 
-from kit.errors import ClusterUnavailableError, DataError, DeployError
-from kit.k8s import MODEL_DIR_IN_IMAGE, RUN_AS_UID, build_manifests, load_manifests, render, size_from_report
-from kit.k8s_validate import find_checkov, run_checkov, schema_validate, validate_dir
-from kit.params import load_params
+from kit.core.errors import ClusterUnavailableError, DataError, DeployError
+from kit.deploy.manifests import MODEL_DIR_IN_IMAGE, RUN_AS_UID, build_manifests, load_manifests, render, size_from_report
+from kit.deploy.validate import find_checkov, run_checkov, schema_validate, validate_dir
+from kit.core.params import load_params
 from tests.fixtures_deploy import TEXTS, tiny_serving_dir, write_texts_parquet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,7 +269,7 @@ def test_apply_without_a_cluster_says_so_in_one_line(rendered, tmp_path, monkeyp
 
 
 def test_apply_rejects_unknown_sets(rendered):
-    from kit.k8s_apply import apply_manifests
+    from kit.deploy.apply import apply_manifests
 
     with pytest.raises(DeployError, match="unknown manifest set"):
         apply_manifests(rendered, sets=["everything"])
@@ -292,7 +292,7 @@ def test_cli_render_and_validate(tmp_path):
 
 # ------------------------------------------------------------------------------------------ batch scoring
 def test_batch_shards_cover_the_input_in_order(tmp_path):
-    from kit.batch import shard_bounds
+    from kit.deploy.batch import shard_bounds
 
     for n, k in [(10, 3), (3, 4), (0, 2), (7, 1)]:
         ranges = [shard_bounds(n, k, i) for i in range(k)]
@@ -306,7 +306,7 @@ def test_batch_shards_cover_the_input_in_order(tmp_path):
 def test_batch_score_matches_the_model_shard_by_shard(tmp_path):
     import pyarrow.parquet as pq
 
-    from kit.batching import OnnxTextClassifier, read_model_dir
+    from kit.serve.batcher import OnnxTextClassifier, read_model_dir
 
     model_dir = tiny_serving_dir()
     inp = write_texts_parquet(tmp_path / "in.parquet", TEXTS)
@@ -335,7 +335,7 @@ def test_batch_score_matches_the_model_shard_by_shard(tmp_path):
 
 
 def test_batch_score_names_bad_input(tmp_path):
-    from kit.batch import score_shard
+    from kit.deploy.batch import score_shard
 
     model_dir = tiny_serving_dir()
     inp = write_texts_parquet(tmp_path / "in.parquet", TEXTS, column="body")
@@ -353,7 +353,7 @@ def test_cluster_error_type_is_a_deploy_error():
 
 
 def test_apply_dry_runs_everything_then_applies_server_side(rendered, tmp_path, monkeypatch):
-    from kit.k8s_apply import apply_manifests
+    from kit.deploy.apply import apply_manifests
     from tests.fixtures_deploy import FakeKubeAPI
 
     api = FakeKubeAPI()

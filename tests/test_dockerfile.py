@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from kit.k8s import MODEL_DIR_IN_IMAGE, RUN_AS_UID
-from kit.k8s_validate import find_checkov, run_checkov
-from kit.params import DeployParams
+from kit.deploy.manifests import MODEL_DIR_IN_IMAGE, RUN_AS_UID
+from kit.deploy.validate import find_checkov, run_checkov
+from kit.core.params import DeployParams
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"

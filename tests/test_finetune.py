@@ -1,4 +1,4 @@
-"""Tests for the finetune stage (kit/train.py, trainer.py, checkpoint.py, baseline.py, modelcard.py) on a tiny BERT.
+"""Tests for the finetune stage (kit/finetune/train.py, trainer.py, checkpoint.py, baseline.py, modelcard.py) on a tiny BERT.
 Covers model sources, label wiring, data errors, baseline, quality gate, determinism, SIGKILL/SIGTERM resume, DDP."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit.baseline import classification_metrics, fit_baseline
-from kit.errors import DataError, KitError, ParamsError, QualityGateError
-from kit.params import ModelParams, load_params
-from kit.checkpoint import MARKER, find_resume_checkpoint
-from kit.train import load_labels, load_model, load_splits, run_finetune, sample_rows
-from kit.trainer import class_weights, training_order
+from kit.finetune.baseline import classification_metrics, fit_baseline
+from kit.core.errors import DataError, KitError, ParamsError, QualityGateError
+from kit.core.params import ModelParams, load_params
+from kit.finetune.checkpoint import MARKER, find_resume_checkpoint
+from kit.finetune.train import load_labels, load_model, load_splits, run_finetune, sample_rows
+from kit.finetune.trainer import class_weights, training_order
 from tests.fixtures_train import LABELS, make_project, synthetic_split
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
@@ -57,7 +57,7 @@ def interrupted(tmp_path_factory):
     checkpoint planted, rerun, SIGTERM after the third checkpoint, rerun to the end. Returns what each step saw."""
     root = make_project(tmp_path_factory.mktemp("interrupted"))
     ckpts = root / "checkpoints" / "finetune"
-    cmd = [sys.executable, "-m", "kit.train"]
+    cmd = [sys.executable, "-m", "kit.finetune.train"]
     out: dict = {"root": root}
 
     p = subprocess.Popen(cmd, cwd=root, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -196,7 +196,7 @@ def test_balanced_loss_is_the_class_weighted_cross_entropy(tmp_path):
     import torch
     from transformers import TrainingArguments
 
-    from kit.trainer import trainer_classes
+    from kit.finetune.trainer import trainer_classes
 
     model, tok = load_model(ModelParams(source="tiny", max_length=32), LABELS)
     model.eval()  # no dropout: the two forward passes below must agree
@@ -327,7 +327,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(interrupted, reference
 
 def test_torchrun_two_processes(reference, tmp_path):
     root = make_project(tmp_path)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "kit.train"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "kit.finetune.train"]
     r = subprocess.run(cmd, cwd=root, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, _log(r.stdout + r.stderr)[-3000:]
     report = json.loads((root / "reports" / "train.json").read_text())

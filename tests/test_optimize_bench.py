@@ -1,4 +1,4 @@
-"""kit/bench.py, kit/bench_load.py, kit/bench_report.py and `kit bench`: interleaved benchmark structure, accuracy,
+"""kit/optimize/bench.py, kit/optimize/runners.py, kit/optimize/figures.py and `kit bench`: interleaved benchmark structure, accuracy,
 peak derivation, errors, CLI on tiny models."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from kit.bench import benchmark, evaluate, machine_peak
-from kit.bench_load import load_runner, read_texts
-from kit.bench_report import headline, selection_rows
-from kit.errors import DataError, KitError
-from kit.export import load_tokenizer
-from kit.variants import build_variants
+from kit.optimize.bench import benchmark, evaluate, machine_peak
+from kit.optimize.runners import load_runner, read_texts
+from kit.optimize.figures import headline, selection_rows
+from kit.core.errors import DataError, KitError
+from kit.optimize.export import load_tokenizer
+from kit.optimize.variants import build_variants
 from tests.fixtures_optimize import TEXTS, tiny_data, tiny_model  # noqa: F401
 
 INT8 = {"per_channel": False, "reduce_range": True, "weight_type": "qint8"}

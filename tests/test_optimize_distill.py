@@ -1,4 +1,4 @@
-"""kit/distill.py: the student keeps the chosen teacher layers, trains by distillation, and is deterministic."""
+"""kit/optimize/distill.py: the student keeps the chosen teacher layers, trains by distillation, and is deterministic."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kit.distill import distill, make_student
-from kit.errors import KitError
-from kit.export import load_classifier
+from kit.optimize.distill import distill, make_student
+from kit.core.errors import KitError
+from kit.optimize.export import load_classifier
 from tests.fixtures_optimize import tiny_data, tiny_model  # noqa: F401
 
 
@@ -50,8 +50,8 @@ def test_distill_trains_saves_and_is_deterministic(tiny_model, tiny_data, tmp_pa
 def test_teacher_logits_from_onnx_match_pytorch(tiny_model, tmp_path):  # noqa: F811
     from transformers import AutoTokenizer
 
-    from kit.distill import teacher_logits
-    from kit.export import export_onnx
+    from kit.optimize.distill import teacher_logits
+    from kit.optimize.export import export_onnx
     from tests.fixtures_optimize import TEXTS
 
     teacher = load_classifier(tiny_model)

@@ -1,4 +1,4 @@
-"""kit/export.py and kit/variants.py: ONNX export contract, parity check (and its failure on a corrupted file),
+"""kit/optimize/export.py and kit/optimize/variants.py: ONNX export contract, parity check (and its failure on a corrupted file),
 variants, selection, the serving directory."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from kit.errors import KitError, ParamsError, ParityError
-from kit.export import (
+from kit.core.errors import KitError, ParamsError, ParityError
+from kit.optimize.export import (
     INPUT_NAMES,
     ModelSpec,
     check_parity,
@@ -26,7 +26,7 @@ from kit.export import (
     read_labels,
     torch_logits,
 )
-from kit.variants import build_variants, select_variant, write_serving
+from kit.optimize.variants import build_variants, select_variant, write_serving
 from tests.fixtures_optimize import LABELS, TEXTS, tiny_data, tiny_model  # noqa: F401
 
 INT8 = {"per_channel": True, "reduce_range": True, "weight_type": "qint8"}
@@ -132,7 +132,7 @@ def test_model_spec_and_labels(tiny_model):  # noqa: F811
 
 
 def test_optimize_params_reject_unknown_variant(tmp_path: Path):
-    from kit.params import load_params
+    from kit.core.params import load_params
 
     p = tmp_path / "params.yaml"
     p.write_text("optimize:\n  variants: [onnx_fp32, onnx_int4]\n")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kit.errors import ParamsError
-from kit.params import Params, load_params, reference_markdown
+from kit.core.errors import ParamsError
+from kit.core.params import Params, load_params, reference_markdown
 from tests.conftest import REPO, run_env
 
 

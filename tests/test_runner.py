@@ -8,8 +8,8 @@ import nbformat
 import pytest
 
 from kit import runner
-from kit.errors import NotebookError, UnknownParameterError
-from kit.params import load_params
+from kit.core.errors import NotebookError, UnknownParameterError
+from kit.core.params import load_params
 
 
 def make_project(tmp_path: Path, cells: list[str], declare: str = "data = None") -> Path:
@@ -68,7 +68,7 @@ def test_failing_cell_reports_cell_error_and_partial_notebook(tmp_path, stage):
 
 
 def test_unknown_stage():
-    from kit.errors import KitError
+    from kit.core.errors import KitError
 
     with pytest.raises(KitError, match="unknown stage 'nope'"):
         runner.run_stage("nope")

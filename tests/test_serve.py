@@ -1,4 +1,4 @@
-"""Tests of kit.serve, kit.batching and kit.metrics: answers equal plain ONNX Runtime, micro-batching, limits and
+"""Tests of kit.serve.app, kit.serve.batcher and kit.serve.telemetry: answers equal plain ONNX Runtime, micro-batching, limits and
 hostile input against a real `kit serve` process, graceful SIGTERM, metrics, tracing, and a torch-free import chain."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kit.batching import MicroBatcher, read_model_dir
-from kit.errors import ModelDirError
-from kit.params import ServeParams
-from kit.serve import create_app
+from kit.serve.batcher import MicroBatcher, read_model_dir
+from kit.core.errors import ModelDirError
+from kit.core.params import ServeParams
+from kit.serve.app import create_app
 from tests.fixtures_serve import (
     LABELS,
     ROOT,
@@ -77,10 +77,10 @@ def test_import_chain_of_kit_serve_has_no_torch_or_transformers(serving_dir: Pat
     # A fresh interpreter: this test process has torch loaded by the fixture.
     code = textwrap.dedent(f"""
         import sys
-        import kit.cli, kit.params, kit.serve
-        from kit.params import ServeParams
-        from kit.batching import OnnxTextClassifier, read_model_dir
-        app = kit.serve.create_app({str(serving_dir)!r}, ServeParams())
+        import kit.cli, kit.core.params, kit.serve.app
+        from kit.core.params import ServeParams
+        from kit.serve.batcher import OnnxTextClassifier, read_model_dir
+        app = kit.serve.app.create_app({str(serving_dir)!r}, ServeParams())
         OnnxTextClassifier(read_model_dir({str(serving_dir)!r}, 64), 1).predict_proba(["hello"])
         import uvicorn
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "onnx", "pandas",

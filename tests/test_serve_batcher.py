@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from kit.batching import MicroBatcher, RunCost
+from kit.serve.batcher import MicroBatcher, RunCost
 
 
 def _runs(overhead: float, per_text: float, sizes: list[int]) -> list[tuple[int, float]]:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from kit.errors import ParamsError
+from kit.core.errors import ParamsError
 
 __all__ = [
     "Params",
@@ -269,7 +269,7 @@ class ServeParams(_Section):
 class DeployParams(_Section):
     """Load test of the server, container image and Kubernetes manifests (stage `deploy`, `kit deploy ...`)."""
 
-    # -- load test (kit/loadtest.py)
+    # -- load test (kit/deploy/loadtest.py)
     model_dir: str = Field("models/serving", description="Serving model dir the load test serves (optimize stage).")
     texts_path: str = Field("data/test.parquet", description="Parquet split whose `text` column feeds the load.")
     concurrency_levels: list[int] = Field(
@@ -295,7 +295,7 @@ class DeployParams(_Section):
     )
     sample_interval_s: float = Field(0.25, gt=0, le=5, description="Server RSS/CPU sampling period during load.")
     startup_timeout_s: float = Field(120.0, gt=0, description="Longest wait for a started server to report ready.")
-    # -- image and manifests (kit/k8s.py)
+    # -- image and manifests (kit/deploy/manifests.py)
     image: str = Field("ghcr.io/example/kit-serve:0.1.0", description="Image reference the manifests use.")
     image_digest: str | None = Field(
         None,

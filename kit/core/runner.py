@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit.errors import KitError, NotebookError, UnknownParameterError
-from kit.io import project_root
-from kit.params import Params, load_params
+from kit.core.errors import KitError, NotebookError, UnknownParameterError
+from kit.core.io import project_root
+from kit.core.params import Params, load_params
 
 __all__ = ["Stage", "STAGES", "stage_parameters", "run_stage"]
 

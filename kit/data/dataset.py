@@ -16,9 +16,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kit.errors import DataError
-from kit.io import atomic_path, write_json
-from kit.params import DataParams
+from kit.core.errors import DataError
+from kit.core.io import atomic_path, write_json
+from kit.core.params import DataParams
 
 __all__ = ["SPLITS", "embedded_corpus_path", "read_chunks", "clean_chunk", "build_dataset", "plot_report", "DataReport"]
 
@@ -381,7 +381,7 @@ def plot_report(report: DataReport, plots_dir: str | Path = "reports/plots") -> 
     """
     import matplotlib.pyplot as plt
 
-    from kit.io import save_figure
+    from kit.core.io import save_figure
 
     plots_dir = Path(plots_dir)
     labels = report["labels"]

@@ -9,8 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kit.errors import ClusterUnavailableError, DeployError
-from kit.k8s import SETS, load_manifests
+from kit.core.errors import ClusterUnavailableError, DeployError
+from kit.deploy.manifests import SETS, load_manifests
 
 __all__ = ["apply_manifests"]
 

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kit.errors import DataError, DeployError
-from kit.io import atomic_path
+from kit.core.errors import DataError, DeployError
+from kit.core.io import atomic_path
 
 __all__ = ["shard_bounds", "part_path", "score_shard"]
 
@@ -66,7 +66,7 @@ def score_shard(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from kit.batching import OnnxTextClassifier, read_model_dir
+    from kit.serve.batcher import OnnxTextClassifier, read_model_dir
 
     input_path = Path(input_path)
     if not input_path.is_file():

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from kit.errors import DeployError
+from kit.core.errors import DeployError
 
 __all__ = [
     "ServerHandle",

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from kit.loadclient import ServerHandle, load_level, pct, smoke_test, start_server, stop_server
+from kit.deploy.loadclient import ServerHandle, load_level, pct, smoke_test, start_server, stop_server
 
 __all__ = [
     "bare_benchmark",
@@ -39,7 +39,7 @@ def bare_benchmark(
     Returns:
         texts per second, batches run, median and p99 batch latency (ms).
     """
-    from kit.batching import OnnxTextClassifier, read_model_dir
+    from kit.serve.batcher import OnnxTextClassifier, read_model_dir
 
     model = model or OnnxTextClassifier(read_model_dir(model_dir, max_length), threads)
     n = len(texts)
@@ -156,7 +156,7 @@ def run_loadtest(
     import psutil
     from tqdm import tqdm
 
-    from kit.batching import OnnxTextClassifier, read_model_dir
+    from kit.serve.batcher import OnnxTextClassifier, read_model_dir
 
     d = deploy
     meta = read_model_dir(model_dir, int(serve.get("max_length", 64)))
@@ -282,7 +282,7 @@ def texts_from_parquet(path: str | Path, column: str = "text", max_texts: int = 
     """Up to `max_texts` texts from a Parquet split, in a seeded random order (so the sample spans the file)."""
     import pyarrow.parquet as pq
 
-    from kit.errors import DataError
+    from kit.core.errors import DataError
 
     path = Path(path)
     if not path.is_file():
@@ -300,7 +300,7 @@ def texts_from_parquet(path: str | Path, column: str = "text", max_texts: int = 
 
 def save_plots(report: dict[str, Any], plots_dir: str | Path) -> list[Path]:
     """Save the two load-test figures as PNGs (serve_throughput.png, serve_p99.png) and return their paths."""
-    from kit.io import save_figure
+    from kit.core.io import save_figure
 
     fig_t, fig_p = plot_loadtest(report)
     plots_dir = Path(plots_dir)

@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
-from kit.errors import DeployError
-from kit.io import project_root, write_text
-from kit.params import Params
+from kit.core.errors import DeployError
+from kit.core.io import project_root, write_text
+from kit.core.params import Params
 
 __all__ = [
     "MODEL_DIR_IN_IMAGE",

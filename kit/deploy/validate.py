@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kit.errors import DeployError
-from kit.io import project_root
-from kit.k8s import load_manifests
+from kit.core.errors import DeployError
+from kit.core.io import project_root
+from kit.deploy.manifests import load_manifests
 
 __all__ = [
     "schema_validate",

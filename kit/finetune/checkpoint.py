@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from kit.params import Params
+from kit.core.params import Params
 
 __all__ = ["MARKER", "CHECKPOINT_PREFIX", "run_fingerprint", "checkpoints", "find_resume_checkpoint"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kit.params import Params
+from kit.core.params import Params
 
 __all__ = ["render_model_card"]
 

@@ -1,5 +1,5 @@
 """Fine-tune a transformer classifier on the data stage's splits with the transformers Trainer (stage `finetune`).
-Data/model loading, the stage (run_finetune) and `python -m kit.train`; spot-safe, deterministic, torchrun/DDP-ready."""
+Data/model loading, the stage (run_finetune) and `python -m kit.finetune.train`; spot-safe, deterministic, torchrun/DDP-ready."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from kit.checkpoint import CHECKPOINT_PREFIX, checkpoints, find_resume_checkpoint, run_fingerprint
-from kit.errors import DataError, KitError, QualityGateError, TrainingInterrupted
-from kit.io import project_root, save_figure, write_json, write_text
-from kit.params import ModelParams, Params, load_params
-from kit.train_report import plot_confusion, plot_training_curves
-from kit.trainer import class_weights, compute_metrics, rank_and_world, trainer_classes
+from kit.finetune.checkpoint import CHECKPOINT_PREFIX, checkpoints, find_resume_checkpoint, run_fingerprint
+from kit.core.errors import DataError, KitError, QualityGateError, TrainingInterrupted
+from kit.core.io import project_root, save_figure, write_json, write_text
+from kit.core.params import ModelParams, Params, load_params
+from kit.finetune.figures import plot_confusion, plot_training_curves
+from kit.finetune.trainer import class_weights, compute_metrics, rank_and_world, trainer_classes
 
-if TYPE_CHECKING:  # heavy imports stay inside functions so `import kit.train` is cheap
+if TYPE_CHECKING:  # heavy imports stay inside functions so `import kit.finetune.train` is cheap
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
@@ -397,7 +397,7 @@ def run_finetune(
     t0 = time.perf_counter()
     pred = trainer.predict(test_ds, metric_key_prefix="test")
     test_time = time.perf_counter() - t0
-    from kit.baseline import classification_metrics, fit_baseline
+    from kit.finetune.baseline import classification_metrics, fit_baseline
 
     model_metrics = classification_metrics(pred.label_ids, np.asarray(pred.predictions).argmax(-1), labels)
     state = trainer.state
@@ -450,7 +450,7 @@ def run_finetune(
         ):
             save_figure(fig, reports_dir / "plots" / name)
             plt.close(fig)
-        from kit.modelcard import render_model_card
+        from kit.finetune.modelcard import render_model_card
 
         write_text(reports_dir / "model_card.md", render_model_card(report, params))
         for ckpt in checkpoints(ckpt_dir):  # the run is complete: its checkpoints have served their purpose
@@ -470,9 +470,9 @@ def run_finetune(
 
 # -------------------------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    """`python -m kit.train` (also under `torchrun --nproc_per_node N -m kit.train`): run the finetune stage
+    """`python -m kit.finetune.train` (also under `torchrun --nproc_per_node N -m kit.finetune.train`): run the finetune stage
     outside papermill. Exit 0 ok, 1 on a KitError (bad data/params, quality gate), 143 when stopped by SIGTERM."""
-    ap = argparse.ArgumentParser(prog="python -m kit.train", description=main.__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m kit.finetune.train", description=main.__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml", help="params file (relative to the project root)")
     ap.add_argument("--data-dir", default="data", help="the data stage's output directory")
     ap.add_argument("--model-dir", default="models/finetuned", help="where the fine-tuned model goes")

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from kit.checkpoint import CHECKPOINT_PREFIX, MARKER
-from kit.errors import DataError
-from kit.io import write_json
+from kit.finetune.checkpoint import CHECKPOINT_PREFIX, MARKER
+from kit.core.errors import DataError
+from kit.core.io import write_json
 
 __all__ = ["rank_and_world", "class_weights", "training_order", "trainer_classes", "compute_metrics"]
 
@@ -69,7 +69,7 @@ def training_order(lengths: list[int], batch_size: int, seed: int, group_by_leng
 
 def trainer_classes():
     """(KitTrainer, MarkComplete, StopOnSignal, Progress, Live): the Trainer subclass with an epoch-seeded (optionally
-    length-grouped) sampler and the stage's callbacks; defined lazily so `import kit.trainer` does not import
+    length-grouped) sampler and the stage's callbacks; defined lazily so `import kit.finetune.trainer` does not import
     transformers."""
     import torch
     from transformers import Trainer, TrainerCallback

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from kit.bench_load import Runner, load_runner, peak_mb, read_texts, reset_peak, rss_mb, trim
-from kit.errors import DataError, KitError
-from kit.export import encode, find_tokenizer, load_tokenizer
+from kit.optimize.runners import Runner, load_runner, peak_mb, read_texts, reset_peak, rss_mb, trim
+from kit.core.errors import DataError, KitError
+from kit.optimize.export import encode, find_tokenizer, load_tokenizer
 
 __all__ = [
     "machine_peak",
@@ -346,7 +346,7 @@ def bench_models(
     Returns:
         The report: {"benchmark": ..., "accuracy": ... or None, "models": [...]}.
     """
-    from kit.io import write_json
+    from kit.core.io import write_json
 
     if not models:
         raise KitError("give at least one model directory or .onnx file")

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from kit.errors import KitError
+from kit.core.errors import KitError
 
 __all__ = ["make_student", "teacher_logits", "distill"]
 
@@ -62,7 +62,7 @@ def teacher_logits(
     import torch
     from tqdm import tqdm
 
-    from kit.export import onnx_logits, ort_session
+    from kit.optimize.export import onnx_logits, ort_session
 
     out = np.empty((len(texts), teacher.config.num_labels), dtype=np.float32)
     order = np.argsort([len(t) for t in texts], kind="stable")

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from kit.errors import KitError, ParityError
-from kit.io import atomic_path
+from kit.core.errors import KitError, ParityError
+from kit.core.io import atomic_path
 
 __all__ = [
     "INPUT_NAMES",

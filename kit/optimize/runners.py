@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.errors import DataError, KitError
-from kit.export import ModelSpec, load_classifier, model_spec, onnx_logits, ort_session, torch_logits
+from kit.core.errors import DataError, KitError
+from kit.optimize.export import ModelSpec, load_classifier, model_spec, onnx_logits, ort_session, torch_logits
 
 __all__ = [
     "rss_mb",

@@ -1,4 +1,4 @@
-"""Build the ONNX variants a run asks for (teacher exports, distilled student) from kit.export's steps.
+"""Build the ONNX variants a run asks for (teacher exports, distilled student) from kit.optimize.export's steps.
 Then choose the variant to serve and write the serving directory the model server loads (ONNX + tokenizer contract)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kit.errors import KitError
-from kit.export import (
+from kit.core.errors import KitError
+from kit.optimize.export import (
     INPUT_NAMES,
     OUTPUT_NAME,
     check_parity,
@@ -26,7 +26,7 @@ from kit.export import (
     optimize_graph,
     quantize_int8,
 )
-from kit.io import atomic_path, write_json
+from kit.core.io import atomic_path, write_json
 
 __all__ = [
     "Variant",
@@ -158,7 +158,7 @@ def build_all(
     """
     import pandas as pd
 
-    from kit.bench_load import read_texts
+    from kit.optimize.runners import read_texts
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not (model_dir / "config.json").is_file():
@@ -175,7 +175,7 @@ def build_all(
     summary = None
     student_kinds = variant_kinds(opt.variants, "student")
     if student_kinds:
-        from kit.distill import distill
+        from kit.optimize.distill import distill
 
         train_texts, train_labels = read_texts(train_path)
         if train_labels is None:

@@ -19,10 +19,10 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from kit.batching import MicroBatcher, ModelMeta, ModelUnavailable, OnnxTextClassifier, read_model_dir
-from kit.errors import KitError
-from kit.metrics import CONTENT_TYPE_LATEST, ObserveMiddleware, ServeMetrics, setup_access_log
-from kit.params import ServeParams
+from kit.serve.batcher import MicroBatcher, ModelMeta, ModelUnavailable, OnnxTextClassifier, read_model_dir
+from kit.core.errors import KitError
+from kit.serve.telemetry import CONTENT_TYPE_LATEST, ObserveMiddleware, ServeMetrics, setup_access_log
+from kit.core.params import ServeParams
 
 __all__ = ["create_app", "run", "parse_texts", "RequestError", "PredictRequest", "PredictResponse"]
 

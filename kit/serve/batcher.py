@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from kit.errors import ModelDirError
+from kit.core.errors import ModelDirError
 
 __all__ = ["ModelMeta", "read_model_dir", "OnnxTextClassifier", "MicroBatcher", "ModelUnavailable", "RunCost"]
 
