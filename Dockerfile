@@ -45,4 +45,4 @@ EXPOSE 8000
 # slim has no curl: probe /healthz with the interpreter that is already there.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
-CMD ["kit", "serve", "/models/serving", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "kit.serve", "/models/serving", "--host", "0.0.0.0", "--port", "8000"]

@@ -52,7 +52,7 @@ def main() -> int:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     params = load_params(ns.params, overrides={"model": {"source": ns.source}} if ns.source else None)
-    t, L = params.train, params.model.max_length
+    t, L = params.finetune, params.model.max_length
     torch.set_num_threads(t.threads)
     labels = load_labels(ns.data_dir)
     rows = sample_rows(load_splits(ns.data_dir, labels)["train"], ns.rows, t.seed)

@@ -1,4 +1,4 @@
-"""Fixtures for tests/test_train.py: a small synthetic sentiment corpus and a throwaway project around it.
+"""Fixtures for tests/test_finetune.py: a small synthetic sentiment corpus and a throwaway project around it.
 The corpus is learnable by a tiny BERT in a few dozen steps (sentiment words decide the label, 8% of labels flipped)."""
 
 from __future__ import annotations
@@ -65,6 +65,6 @@ def make_project(root: Path, model: dict[str, Any] | None = None, train: dict[st
     for i, (split, n) in enumerate([("train", 240), ("validation", 60), ("test", 150)]):
         synthetic_split(n, seed=100 + i).to_parquet(data / f"{split}.parquet", index=False)
     (data / "labels.json").write_text(json.dumps({"labels": LABELS}))
-    params = {"model": {"source": "tiny", "max_length": 32, **(model or {})}, "train": {**TINY_TRAIN, **(train or {})}}
+    params = {"model": {"source": "tiny", "max_length": 32, **(model or {})}, "finetune": {**TINY_TRAIN, **(train or {})}}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root

@@ -159,7 +159,7 @@ class ServerProcess:
         self.params_file.write_text(yaml.safe_dump({"serve": {"threads": 1, **serve}}))
         self.log = open(tmp / f"serve_{self.port}.log", "w+")
         env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-        cmd = [sys.executable, "-m", "kit.cli", "serve", str(model_dir), "--port", str(self.port),
+        cmd = [sys.executable, "-m", "kit.serve", str(model_dir), "--port", str(self.port),
                "--host", "127.0.0.1", "--params", str(self.params_file)]  # fmt: skip
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.url = f"http://127.0.0.1:{self.port}"

@@ -340,12 +340,12 @@ def test_batch_score_names_bad_input(tmp_path):
     model_dir = tiny_serving_dir()
     inp = write_texts_parquet(tmp_path / "in.parquet", TEXTS, column="body")
     with pytest.raises(DataError, match="no column 'text'"):
-        score_shard(model_dir, inp, tmp_path / "o", 1, 0)
+        score_shard(model_dir, inp, tmp_path / "o", shards=1, index=0)
     with pytest.raises(DataError, match="not found"):
-        score_shard(model_dir, tmp_path / "missing.parquet", tmp_path / "o", 1, 0)
+        score_shard(model_dir, tmp_path / "missing.parquet", tmp_path / "o", shards=1, index=0)
     (tmp_path / "junk.parquet").write_text("not parquet")
     with pytest.raises(DataError, match="not a Parquet file"):
-        score_shard(model_dir, tmp_path / "junk.parquet", tmp_path / "o", 1, 0)
+        score_shard(model_dir, tmp_path / "junk.parquet", tmp_path / "o", shards=1, index=0)
 
 
 def test_cluster_error_type_is_a_deploy_error():

@@ -13,5 +13,5 @@ def test_mkdocs_build_strict(tmp_path):
                          text=True, env=run_env())
     assert res.returncode == 0, res.stdout + res.stderr
     pipeline = (site / "pipeline" / "index.html").read_text()
-    assert "train.learning_rate" in pipeline and "<!-- params-reference -->" not in pipeline
+    assert "finetune.learning_rate" in pipeline and "<!-- params-reference -->" not in pipeline
     assert (site / "notebooks" / "01_data" / "index.html").is_file()

@@ -21,10 +21,10 @@ from kit.core.params import ModelParams, load_params
 from kit.finetune.checkpoint import MARKER, find_resume_checkpoint
 from kit.finetune.train import load_labels, load_model, load_splits, run_finetune, sample_rows
 from kit.finetune.trainer import class_weights, training_order
-from tests.fixtures_train import LABELS, make_project, synthetic_split
+from tests.fixtures_finetune import LABELS, make_project, synthetic_split
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
-WEIGHTS = "models/finetuned/model.safetensors"
+WEIGHTS = "models/finetune/model.safetensors"
 
 
 def _log(proc_out: str) -> str:
@@ -57,7 +57,7 @@ def interrupted(tmp_path_factory):
     checkpoint planted, rerun, SIGTERM after the third checkpoint, rerun to the end. Returns what each step saw."""
     root = make_project(tmp_path_factory.mktemp("interrupted"))
     ckpts = root / "checkpoints" / "finetune"
-    cmd = [sys.executable, "-m", "kit.finetune.train"]
+    cmd = [sys.executable, "-m", "kit.finetune"]
     out: dict = {"root": root}
 
     p = subprocess.Popen(cmd, cwd=root, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -287,7 +287,7 @@ def test_reference_run_outputs(reference):
 
 def test_quality_gate_fails_but_writes_model_and_rerun_is_bitwise_identical(reference, tmp_path):
     root = make_project(tmp_path, train={"min_macro_f1": 0.99})
-    with pytest.raises(QualityGateError, match=r"test macro-F1 0\.\d+ < train.min_macro_f1 0.9900"):
+    with pytest.raises(QualityGateError, match=r"test macro-F1 0\.\d+ < finetune.min_macro_f1 0.9900"):
         run_finetune(load_params(root / "params.yaml"), root)
     assert json.loads((root / "reports" / "train.json").read_text())["gate"]["passed"] is False
     # Determinism: an independent fresh run with the same params and data gives the same bytes.
@@ -327,7 +327,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(interrupted, reference
 
 def test_torchrun_two_processes(reference, tmp_path):
     root = make_project(tmp_path)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "kit.finetune.train"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "kit.finetune"]
     r = subprocess.run(cmd, cwd=root, env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, _log(r.stdout + r.stderr)[-3000:]
     report = json.loads((root / "reports" / "train.json").read_text())

@@ -22,7 +22,7 @@ def write(tmp_path: Path, data: dict) -> Path:
 def test_repo_params_file_is_valid():
     params = load_params(REPO / "params.yaml")
     assert params.data.source == "embedded"
-    assert set(Params.model_fields) == {"data", "model", "train", "optimize", "serve", "deploy", "monitor", "cost"}
+    assert set(Params.model_fields) == {"data", "model", "finetune", "optimize", "serve", "deploy", "monitor", "cost"}
 
 
 def test_empty_file_gives_schema_defaults(tmp_path):
@@ -32,7 +32,7 @@ def test_empty_file_gives_schema_defaults(tmp_path):
 
 
 BAD = {
-    "train": {"learning_rate": -1, "batch_size": "big"},
+    "finetune": {"learning_rate": -1, "batch_size": "big"},
     "data": {"colour": "blue"},
 }
 
@@ -42,8 +42,8 @@ def test_three_kinds_of_error_each_one_line_with_key_path(tmp_path):
         load_params(write(tmp_path, BAD))
     lines = info.value.lines
     assert len(lines) == 3, lines
-    assert "train.learning_rate: input should be greater than 0, got -1" in lines
-    assert any(line.startswith("train.batch_size: ") and "got 'big'" in line for line in lines)
+    assert "finetune.learning_rate: input should be greater than 0, got -1" in lines
+    assert any(line.startswith("finetune.batch_size: ") and "got 'big'" in line for line in lines)
     assert "data.colour: unknown key" in lines
     assert all("\n" not in line for line in lines)
 
@@ -51,7 +51,29 @@ def test_three_kinds_of_error_each_one_line_with_key_path(tmp_path):
 def test_cross_field_rule_names_the_key(tmp_path):
     with pytest.raises(ParamsError) as info:
         load_params(write(tmp_path, {"data": {"source": "csv"}}))
-    assert info.value.lines == ["data: data.path is required when data.source is 'csv'"]
+    assert info.value.lines == ["data.path: required when data.source is csv"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "line"),
+    [
+        ({"deploy": {"min_replicas": 3, "max_replicas": 2}}, "deploy.max_replicas: must be >= deploy.min_replicas (3), got 2"),
+        ({"finetune": {"save_steps": 7, "eval_steps": 5}}, "finetune.save_steps: must be a multiple of finetune.eval_steps (5)"),
+        ({"deploy": {"concurrency_levels": [1, 2], "ratio_concurrency": 3}}, "deploy.ratio_concurrency: must be one of"),
+        ({"optimize": {"seq_lengths": [1]}}, "optimize.seq_lengths: must all be within 2..512"),
+        ({"data": {"labels": ["a", "a"]}}, "data.labels: must be unique"),
+    ],
+)
+def test_every_cross_field_rule_names_its_key_path(tmp_path, raw, line):
+    with pytest.raises(ParamsError) as info:
+        load_params(write(tmp_path, raw))
+    assert len(info.value.lines) == 1 and info.value.lines[0].startswith(line), info.value.lines
+
+
+def test_the_old_train_section_is_refused_with_its_new_name(tmp_path):
+    with pytest.raises(ParamsError) as info:
+        load_params(write(tmp_path, {"train": {"learning_rate": 1e-4}}))
+    assert info.value.lines == [f"train: renamed to `finetune`; rename the section in {tmp_path / 'params.yaml'}"]
 
 
 def test_unknown_section_and_missing_file(tmp_path):
@@ -68,7 +90,7 @@ def test_unknown_section_and_missing_file(tmp_path):
 
 def test_overrides_replace_keys_of_a_section(tmp_path):
     path = write(tmp_path, {"data": {"seed": 1, "val_fraction": 0.2}})
-    params = load_params(path, overrides={"data": {"seed": 7}, "train": None})
+    params = load_params(path, overrides={"data": {"seed": 7}, "finetune": None})
     assert (params.data.seed, params.data.val_fraction) == (7, 0.2)
 
 
@@ -86,7 +108,7 @@ def test_kit_run_refuses_invalid_params(tmp_path):
     res = subprocess.run(["kit", "run", "data", "--params", str(path)], capture_output=True, text=True, cwd=REPO,
                          env=run_env())
     assert res.returncode == 1
-    assert "refusing to run stage 'data'" in res.stderr
+    assert "Traceback" not in res.stderr
     assert "data.colour: unknown key" in res.stderr
 
 

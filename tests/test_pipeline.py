@@ -65,7 +65,7 @@ def test_param_that_leaves_data_unchanged_reruns_only_data(project):
 def test_train_param_reruns_finetune_and_later_not_data(project):
     if "finetune" not in STAGES:
         pytest.skip("no finetune stage in dvc.yaml yet")
-    set_param(project, "train", "learning_rate", 3e-4)  # not the default: the model must change
+    set_param(project, "finetune", "learning_rate", 3e-4)  # not the default: the model must change
     assert ran(sh(["dvc", "repro"], project)) == STAGES[STAGES.index("finetune"):]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kit import runner
+from kit.core import runner
 from kit.core.errors import NotebookError, UnknownParameterError
 from kit.core.params import load_params
 

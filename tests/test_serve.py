@@ -113,7 +113,7 @@ def test_model_dir_optional_files_and_errors(serving_dir: Path, tmp_path: Path) 
 
 
 def test_cli_refuses_unusable_model_dirs(serving_dir: Path, tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "kit.cli", "serve", str(tmp_path / "nope")], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "kit.serve", str(tmp_path / "nope")], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 1 and "model dir not found" in out.stderr
     bad = tmp_path / "bad"

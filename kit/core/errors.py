@@ -17,6 +17,7 @@ __all__ = [
     "ModelDirError",
     "ParityError",
     "TrainingInterrupted",
+    "ReportError",
 ]
 
 
@@ -95,3 +96,11 @@ class TrainingInterrupted(KitError):
             f"training interrupted by SIGTERM at step {step}; checkpoint written to {self.checkpoint} "
             "(rerun the stage to resume from it)"
         )
+
+
+class ReportError(KitError):
+    """A stage report (reports/*.json) is missing, stale or lacks a field another stage needs; names file and field."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{self.path}: {problem}")

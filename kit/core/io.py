@@ -1,9 +1,10 @@
-"""Small file helpers shared by every stage: the project root and atomic writes.
+"""Small file helpers shared by every stage: the project root, atomic writes, relative paths and file hashes.
 Outputs are written to a temp file beside the target and renamed, so a crash never leaves a half-written result."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -11,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["project_root", "atomic_path", "write_json", "write_text", "save_figure"]
+from kit.core.errors import KitError
+
+__all__ = ["project_root", "atomic_path", "write_json", "write_text", "save_figure", "rel_path", "sha256_file"]
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -20,7 +23,7 @@ def project_root(start: str | Path | None = None) -> Path:
     for cand in (here, *here.parents):
         if (cand / "params.yaml").is_file() and (cand / "dvc.yaml").is_file():
             return cand
-    raise FileNotFoundError(f"no params.yaml + dvc.yaml at or above {here}")
+    raise KitError(f"no params.yaml + dvc.yaml at or above {here}: run from inside the project")
 
 
 @contextlib.contextmanager
@@ -41,10 +44,18 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe while writers run.
+_UMASK = _read_umask()
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -67,3 +78,25 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
         meta = {"Software": None} if path.suffix == ".png" else None
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=meta)
     return path
+
+
+def rel_path(path: str | Path, root: str | Path) -> str:
+    """`path` relative to `root` in POSIX form, so reports carry no machine path; a path outside root stays as given
+    (made relative to cwd's spelling only by the caller)."""
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return p.resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return p.as_posix()
+
+
+def sha256_file(*paths: str | Path) -> str:
+    """Hex SHA-256 of the files' bytes, concatenated in the given order (one file: its usual digest)."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()

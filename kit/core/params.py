@@ -15,7 +15,9 @@ __all__ = [
     "Params",
     "DataParams",
     "ModelParams",
-    "TrainParams",
+    "FinetuneParams",
+    "VARIANT_KINDS",
+    "VARIANTS",
     "OptimizeParams",
     "ServeParams",
     "DeployParams",
@@ -28,6 +30,22 @@ __all__ = [
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class FieldCheckError(ValueError):
+    """A cross-field check that failed on one key: format_errors reports it under that key's path."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(message)
+
+
+# Sections renamed since an earlier kit: the old key fails with a line saying what to do.
+RENAMED_SECTIONS = {"train": "finetune"}
+
+# The ONNX variants the optimize stage can build: the teacher's or the distilled student's graph, in each kind.
+VARIANT_KINDS: tuple[str, ...] = ("fp32", "optimized", "int8", "fp16")
+VARIANTS: tuple[str, ...] = tuple(f"{base}_{kind}" for base in ("onnx", "student") for kind in VARIANT_KINDS)
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -64,13 +82,18 @@ class DataParams(_Section):
     @model_validator(mode="after")
     def _check(self) -> "DataParams":
         if self.source in ("csv", "parquet") and not self.path:
-            raise ValueError(f"data.path is required when data.source is {self.source!r}")
+            raise FieldCheckError("path", f"required when data.source is {self.source}")
         if self.source == "hf" and not self.hf_name:
-            raise ValueError("data.hf_name is required when data.source is 'hf'")
+            raise FieldCheckError("hf_name", "required when data.source is hf")
         if self.val_fraction + self.test_fraction >= 0.9:
-            raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
+            raise FieldCheckError(
+                "test_fraction",
+                f"data.val_fraction ({self.val_fraction}) + data.test_fraction ({self.test_fraction}) must leave at "
+                "least 10% for training",
+            )
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
-            raise ValueError("labels must be unique")
+            dup = sorted({x for x in self.labels if self.labels.count(x) > 1})
+            raise FieldCheckError("labels", f"must be unique, repeated: {dup}")
         return self
 
 
@@ -89,12 +112,12 @@ class ModelParams(_Section):
     @model_validator(mode="after")
     def _check(self) -> "ModelParams":
         if self.source in ("hub", "local") and not self.name:
-            raise ValueError(f"model.name is required when model.source is {self.source!r}")
+            raise FieldCheckError("name", f"required when model.source is {self.source}")
         return self
 
 
 # -------------------------------------------------------------------------------------------- train
-class TrainParams(_Section):
+class FinetuneParams(_Section):
     """Fine-tuning with the transformers Trainer (stage `finetune`)."""
 
     seed: int = Field(42, ge=0, description="Seed of model init, dropout, data order and train-row sampling.")
@@ -146,13 +169,14 @@ class TrainParams(_Section):
     min_macro_f1: float = Field(0.0, ge=0, le=1, description="Quality gate: the stage fails when test macro-F1 is lower.")
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainParams":
+    def _check(self) -> "FinetuneParams":
         if self.max_steps == 0:
-            raise ValueError("max_steps must be -1 (use epochs) or a positive number of steps")
+            raise FieldCheckError("max_steps", "must be -1 (use epochs) or a positive number of steps")
         if self.save_steps % self.eval_steps:
-            raise ValueError(
-                f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}): "
-                "the best model is picked among saved checkpoints"
+            raise FieldCheckError(
+                "save_steps",
+                f"must be a multiple of finetune.eval_steps ({self.eval_steps}), got {self.save_steps}: "
+                "the best model is picked among saved checkpoints",
             )
         return self
 
@@ -215,17 +239,17 @@ class OptimizeParams(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> "OptimizeParams":
-        kinds = ("fp32", "optimized", "int8", "fp16")
-        known = [f"{p}_{k}" for p in ("onnx", "student") for k in kinds]
-        bad = [v for v in self.variants if v not in known]
+        bad = [v for v in self.variants if v not in VARIANTS]
         if bad:
-            raise ValueError(f"unknown variant(s) {bad}; known: {known}")
+            raise FieldCheckError("variants", f"unknown variant(s) {bad}; known: {list(VARIANTS)}")
         if len(set(self.variants)) != len(self.variants):
-            raise ValueError("variants must be unique")
-        if any(b < 1 for b in self.batch_sizes) or any(s < 2 or s > 512 for s in self.seq_lengths):
-            raise ValueError("batch_sizes must be >= 1 and seq_lengths within 2..512")
+            raise FieldCheckError("variants", "must be unique")
+        if any(b < 1 for b in self.batch_sizes):
+            raise FieldCheckError("batch_sizes", f"must all be >= 1, got {self.batch_sizes}")
+        if any(s < 2 or s > 512 for s in self.seq_lengths):
+            raise FieldCheckError("seq_lengths", f"must all be within 2..512, got {self.seq_lengths}")
         if any(i < 0 for i in self.student_layers) or len(set(self.student_layers)) != len(self.student_layers):
-            raise ValueError("student_layers must be distinct non-negative layer indices")
+            raise FieldCheckError("student_layers", f"must be distinct non-negative layer indices, got {self.student_layers}")
         return self
 
 
@@ -353,13 +377,19 @@ class DeployParams(_Section):
     @model_validator(mode="after")
     def _check(self) -> "DeployParams":
         if self.min_replicas > self.max_replicas:
-            raise ValueError("min_replicas must not exceed max_replicas")
+            raise FieldCheckError(
+                "max_replicas", f"must be >= deploy.min_replicas ({self.min_replicas}), got {self.max_replicas}"
+            )
         if any(c < 1 for c in self.concurrency_levels):
-            raise ValueError("concurrency_levels must be positive")
+            raise FieldCheckError("concurrency_levels", f"must all be positive, got {self.concurrency_levels}")
         if self.ratio_concurrency is not None and self.ratio_concurrency not in self.concurrency_levels:
-            raise ValueError(f"ratio_concurrency {self.ratio_concurrency} is not in concurrency_levels")
+            raise FieldCheckError(
+                "ratio_concurrency",
+                f"must be one of deploy.concurrency_levels {self.concurrency_levels}, got {self.ratio_concurrency}",
+            )
         if self.nobatch_levels is not None and not set(self.nobatch_levels) <= set(self.concurrency_levels):
-            raise ValueError("nobatch_levels must be a subset of concurrency_levels")
+            extra = sorted(set(self.nobatch_levels) - set(self.concurrency_levels))
+            raise FieldCheckError("nobatch_levels", f"must be a subset of deploy.concurrency_levels, not in it: {extra}")
         return self
 
 
@@ -384,7 +414,7 @@ class Params(_Section):
 
     data: DataParams = Field(default_factory=DataParams)
     model: ModelParams = Field(default_factory=ModelParams)
-    train: TrainParams = Field(default_factory=TrainParams)
+    finetune: FinetuneParams = Field(default_factory=FinetuneParams)
     optimize: OptimizeParams = Field(default_factory=OptimizeParams)
     serve: ServeParams = Field(default_factory=ServeParams)
     deploy: DeployParams = Field(default_factory=DeployParams)
@@ -398,6 +428,10 @@ def format_errors(exc: ValidationError) -> list[str]:
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "<root>"
         msg = err["msg"]
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldCheckError):  # a cross-field check: name the key, not the section
+            lines.append(f"{path}.{cause.key}: {cause}")
+            continue
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         if err["type"] == "extra_forbidden":
@@ -433,6 +467,10 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
         raise ParamsError(path, [f"{path}: not valid YAML: {exc}"]) from None
     if not isinstance(raw, dict):
         raise ParamsError(path, [f"{path}: top level must be a mapping of sections"])
+    renamed = [f"{old}: renamed to `{new}`; rename the section in {path}" for old, new in RENAMED_SECTIONS.items()
+               if old in raw or (overrides or {}).get(old) is not None]
+    if renamed:
+        raise ParamsError(path, renamed)
     for section, values in (overrides or {}).items():
         if values is None:
             continue

@@ -32,7 +32,7 @@ STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
         Stage("data", "notebooks/01_data.ipynb", ("data",)),
-        Stage("finetune", "notebooks/02_finetune.ipynb", ("model", "train")),
+        Stage("finetune", "notebooks/02_finetune.ipynb", ("model", "finetune")),
         Stage("optimize", "notebooks/03_optimize.ipynb", ("model", "optimize")),
         Stage("deploy", "notebooks/04_deploy.ipynb", ("serve", "deploy")),
     )

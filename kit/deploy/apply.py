@@ -47,6 +47,7 @@ def _connect(context: str | None, timeout: float) -> Any:
 
 def apply_manifests(
     directory: str | Path,
+    *,
     sets: Iterable[str] = ("online",),
     context: str | None = None,
     dry_run_only: bool = False,

@@ -36,6 +36,7 @@ def score_shard(
     model_dir: str | Path,
     input_path: str | Path,
     output_dir: str | Path,
+    *,
     shards: int,
     index: int,
     text_column: str = "text",

@@ -103,7 +103,7 @@ def start_server(
     log_path = log_dir / f"{label}.log"
     log = open(log_path, "w")
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "kit.cli", "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "kit.serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
            "--params", str(params_path)]  # fmt: skip
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)

@@ -597,6 +597,7 @@ def build_manifests(params: Params, report: dict[str, Any] | None = None) -> dic
 
 def render(
     params: Params,
+    *,
     report_path: str | Path | None = "reports/serve.json",
     out_dir: str | Path | None = None,
     root: str | Path | None = None,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kit.core.errors import DeployError
+from kit.core.errors import DeployError, KitError
 from kit.core.io import project_root
 from kit.deploy.manifests import load_manifests
 
@@ -206,7 +206,7 @@ def find_checkov(root: str | Path | None = None) -> Path | None:
         cand = r / ".tools" / "checkov" / "bin" / "checkov"
         if cand.is_file():
             return cand
-    except FileNotFoundError:
+    except KitError:  # outside a project: only $KIT_CHECKOV or PATH
         pass
     found = shutil.which("checkov")
     return Path(found) if found else None

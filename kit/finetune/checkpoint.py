@@ -35,7 +35,7 @@ def run_fingerprint(params: Params, data_dir: str | Path, world_size: int = 1) -
     import transformers
 
     data_dir = Path(data_dir)
-    train = {k: v for k, v in params.train.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
+    train = {k: v for k, v in params.finetune.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
     blob = {
         "model": params.model.model_dump(mode="json"),
         "train": train,

@@ -25,7 +25,7 @@ def render_model_card(report: dict[str, Any], params: Params) -> str:
         The card as Markdown.
     """
     m, b, tr, data = report["model"], report["baseline"], report["train"], report["data"]
-    t = params.train
+    t = params.finetune
     labels = report["labels"]
     lines = [
         "# Model card: fine-tuned sentiment classifier",
@@ -43,7 +43,7 @@ def render_model_card(report: dict[str, Any], params: Params) -> str:
         "## Data",
         "",
         f"- Training rows: {data['train_rows']:,} of {data['train_rows_available']:,} in the train split "
-        f"(`train.max_train_rows`, sampled with seed {t.seed}); class counts: "
+        f"(`finetune.max_train_rows`, sampled with seed {t.seed}); class counts: "
         + ", ".join(f"{k} {v:,}" for k, v in data["train_class_counts"].items())
         + ".",
         f"- Model selection: {data['validation_rows']:,} validation rows; evaluation: the whole test split "
@@ -78,7 +78,7 @@ def render_model_card(report: dict[str, Any], params: Params) -> str:
         f"| TF-IDF + logistic regression (same training rows) | {_pct(b['accuracy'])} | {_pct(b['macro_f1'])} |",
         "",
         f"Fine-tuning gains {report['macro_f1_gain'] * 100:+.1f} points of macro-F1 over the baseline. "
-        f"Quality gate (`train.min_macro_f1` = {t.min_macro_f1}): {'passed' if report['gate']['passed'] else 'FAILED'}.",
+        f"Quality gate (`finetune.min_macro_f1` = {t.min_macro_f1}): {'passed' if report['gate']['passed'] else 'FAILED'}.",
         "",
         "| class | precision | recall | F1 | support | baseline F1 |",
         "|---|---|---|---|---|---|",

@@ -1,9 +1,8 @@
 """Fine-tune a transformer classifier on the data stage's splits with the transformers Trainer (stage `finetune`).
-Data/model loading, the stage (run_finetune) and `python -m kit.finetune.train`; spot-safe, deterministic, torchrun/DDP-ready."""
+Data/model loading and the stage itself (run_finetune); spot-safe, deterministic, torchrun/DDP-ready."""
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -218,7 +217,7 @@ def check_quality_gate(report: dict[str, Any], min_macro_f1: float) -> None:
     got = report["model"]["macro_f1"]
     if got < min_macro_f1:
         raise QualityGateError(
-            f"quality gate failed: test macro-F1 {got:.4f} < train.min_macro_f1 {min_macro_f1:.4f} "
+            f"quality gate failed: test macro-F1 {got:.4f} < finetune.min_macro_f1 {min_macro_f1:.4f} "
             f"(baseline {report['baseline']['macro_f1']:.4f}); the model was still written to "
             f"{report['outputs']['model_dir']} for inspection"
         )
@@ -254,7 +253,7 @@ def run_finetune(
     params: Params,
     root: str | Path | None = None,
     data_dir: str | Path = "data",
-    model_dir: str | Path = "models/finetuned",
+    model_dir: str | Path = "models/finetune",
     reports_dir: str | Path = "reports",
     enforce_gate: bool = True,
 ) -> dict[str, Any]:
@@ -262,12 +261,12 @@ def run_finetune(
     split, fit the baseline, write model + reports. Under torchrun every rank trains; only rank 0 writes outputs.
 
     Args:
-        params: validated params (sections `model` and `train` are read).
-        root: project root; relative paths below and train.checkpoint_dir are resolved against it.
+        params: validated params (sections `model` and `finetune` are read).
+        root: project root; relative paths below and finetune.checkpoint_dir are resolved against it.
         data_dir: the data stage's output directory.
         model_dir: where the fine-tuned model directory goes.
         reports_dir: where train.json, model_card.md, plots/ and train_live/ go.
-        enforce_gate: raise QualityGateError when test macro-F1 < train.min_macro_f1 (after writing everything).
+        enforce_gate: raise QualityGateError when test macro-F1 < finetune.min_macro_f1 (after writing everything).
 
     Returns:
         The report written to reports/train.json, plus "history" (the Trainer's log) and "confusion" matrices.
@@ -280,8 +279,8 @@ def run_finetune(
     stage_start = time.perf_counter()
     root = Path(root) if root else project_root()
     data_dir, model_dir, reports_dir = (root / Path(p) for p in (data_dir, model_dir, reports_dir))
-    ckpt_dir = root / params.train.checkpoint_dir
-    t = params.train
+    ckpt_dir = root / params.finetune.checkpoint_dir
+    t = params.finetune
     rank, world = rank_and_world()
     main_proc = rank == 0
 
@@ -290,7 +289,7 @@ def run_finetune(
             print(msg, flush=True)
 
     if t.batch_size % world:
-        raise KitError(f"train.batch_size ({t.batch_size}) must be divisible by the number of processes ({world})")
+        raise KitError(f"finetune.batch_size ({t.batch_size}) must be divisible by the number of processes ({world})")
 
     import torch
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback, TrainingArguments
@@ -360,7 +359,7 @@ def run_finetune(
     KitTrainer, MarkComplete, StopOnSignal, Progress, Live = trainer_classes()
     marker, stopper = MarkComplete(fingerprint), StopOnSignal()
     callbacks = [marker, stopper, Progress(), Live(reports_dir / "train_live", {
-        "model": params.model.model_dump(mode="json"), "train": params.train.model_dump(mode="json"),
+        "model": params.model.model_dump(mode="json"), "finetune": params.finetune.model_dump(mode="json"),
     })]
     if t.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
@@ -466,33 +465,3 @@ def run_finetune(
     if enforce_gate and main_proc:
         check_quality_gate(report, t.min_macro_f1)
     return report
-
-
-# -------------------------------------------------------------------------------------------------- CLI
-def main(argv: list[str] | None = None) -> int:
-    """`python -m kit.finetune.train` (also under `torchrun --nproc_per_node N -m kit.finetune.train`): run the finetune stage
-    outside papermill. Exit 0 ok, 1 on a KitError (bad data/params, quality gate), 143 when stopped by SIGTERM."""
-    ap = argparse.ArgumentParser(prog="python -m kit.finetune.train", description=main.__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml", help="params file (relative to the project root)")
-    ap.add_argument("--data-dir", default="data", help="the data stage's output directory")
-    ap.add_argument("--model-dir", default="models/finetuned", help="where the fine-tuned model goes")
-    ap.add_argument("--reports-dir", default="reports", help="where train.json, plots and the model card go")
-    ns = ap.parse_args(argv)
-    try:
-        try:
-            root = project_root()
-        except FileNotFoundError as exc:
-            raise KitError(str(exc)) from None
-        params = load_params(root / ns.params)
-        run_finetune(params, root, ns.data_dir, ns.model_dir, ns.reports_dir)
-    except TrainingInterrupted as exc:
-        print(exc, file=sys.stderr)
-        return 143  # 128 + SIGTERM, as if the signal had killed us
-    except KitError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -315,6 +315,7 @@ def bench_models(
     models: Sequence[str | Path],
     texts_path: str | Path,
     out: str | Path,
+    *,
     batch_sizes: Sequence[int] = (1, 32),
     seq_lengths: Sequence[int] = (64,),
     threads: int = 2,

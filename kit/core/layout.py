@@ -1,0 +1,41 @@
+"""Where each stage reads and writes, relative to the project root: the one map that stage functions and tests use.
+dvc.yaml declares the same paths (a test checks that every path here is an out or dep of the stage named)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Layout", "LAYOUT", "STAGE_NAMES"]
+
+# Pipeline order; the notebook, package, docs page and params section of each stage carry this name.
+STAGE_NAMES: tuple[str, ...] = ("data", "finetune", "optimize", "deploy")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Project-relative paths of the pipeline's outputs (POSIX strings, as dvc.yaml writes them)."""
+
+    data_dir: str = "data"
+    finetune_dir: str = "models/finetune"
+    onnx_dir: str = "models/onnx"
+    serving_dir: str = "models/serving"
+    reports_dir: str = "reports"
+    plots_dir: str = "reports/plots"
+    notebooks_out: str = "reports/notebooks"
+    data_report: str = "reports/data.json"
+    train_report: str = "reports/train.json"
+    bench_report: str = "reports/bench.json"
+    serve_report: str = "reports/serve.json"
+    model_card: str = "reports/model_card.md"
+    manifests_dir: str = "deploy/k8s"
+
+    def split(self, name: str) -> str:
+        """The Parquet file of split `name` (train, validation, test)."""
+        return f"{self.data_dir}/{name}.parquet"
+
+    @property
+    def labels(self) -> str:
+        return f"{self.data_dir}/labels.json"
+
+
+LAYOUT = Layout()
