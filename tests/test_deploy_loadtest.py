@@ -145,9 +145,9 @@ def test_bare_benchmark_counts_texts(tmp_path):
 def test_deploy_params_reject_inconsistent_levels():
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match="ratio_concurrency 3 is not in concurrency_levels"):
+    with pytest.raises(ValidationError, match=r"must be one of deploy.concurrency_levels \[1, 2\], got 3"):
         DeployParams(concurrency_levels=[1, 2], ratio_concurrency=3)
-    with pytest.raises(ValidationError, match="nobatch_levels must be a subset"):
+    with pytest.raises(ValidationError, match="must be a subset of deploy.concurrency_levels"):
         DeployParams(concurrency_levels=[1, 2], ratio_concurrency=None, nobatch_levels=[4])
 
 

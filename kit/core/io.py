@@ -14,7 +14,10 @@ from typing import Any
 
 from kit.core.errors import KitError
 
-__all__ = ["project_root", "atomic_path", "write_json", "write_text", "save_figure", "rel_path", "sha256_file"]
+__all__ = [
+    "project_root", "atomic_path", "write_json", "write_text", "save_figure", "rel_path", "sha256_file", "read_labels",
+    "write_labels",
+]
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -100,3 +103,33 @@ def sha256_file(*paths: str | Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()
+
+
+def read_labels(path: str | Path, error: type[KitError] = KitError) -> list[str]:
+    """Class names in id order from a labels.json (`{"labels": [...]}`), the one format every stage writes.
+
+    Args:
+        path: the labels.json file.
+        error: the KitError subclass to raise (DataError for the data splits, ModelDirError for a serving dir).
+
+    Raises:
+        error: the file is missing or unreadable, or does not hold at least two unique strings (names the file).
+    """
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: not found (the data stage writes it)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: cannot read JSON: {exc}") from None
+    labels = raw.get("labels") if isinstance(raw, dict) else None
+    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) and x for x in labels):
+        raise error(f'{path}: expected {{"labels": [at least two strings in id order]}}')
+    if len(set(labels)) != len(labels):
+        raise error(f"{path}: labels must be unique, got {labels}")
+    return list(labels)
+
+
+def write_labels(path: str | Path, labels: list[str]) -> Path:
+    """Write labels.json in the format read_labels reads."""
+    return write_json(path, {"labels": list(labels)})

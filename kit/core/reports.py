@@ -61,3 +61,24 @@ def read_report(path: str | Path, model: type[R]) -> R:
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ReportError(path, f"{where}: {first['msg'].lower()}{more}") from None
+
+
+# Each stage's report model follows under its own heading (kept apart so the stages' edits never touch each other).
+
+# ------------------------------------------------------------------------------------------------------ data
+# (DataReport: reports/data.json)
+
+
+
+# -------------------------------------------------------------------------------------------------- finetune
+# (TrainReport: reports/train.json)
+
+
+
+# -------------------------------------------------------------------------------------------------- optimize
+# (BenchReport: reports/bench.json)
+
+
+
+# ---------------------------------------------------------------------------------------------------- deploy
+# (ServeReport: reports/serve.json)
