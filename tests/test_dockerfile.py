@@ -69,7 +69,7 @@ def test_multi_stage_slim_non_root_with_healthcheck():
     assert "/healthz" in health and "curl" not in health and "python" in health
     cmd = json.loads(next(a for i, a in final if i == "CMD"))  # exec form: a JSON array
     port = str(DeployParams().container_port)
-    assert cmd == ["kit", "serve", MODEL_DIR_IN_IMAGE, "--host", "0.0.0.0", "--port", port]
+    assert cmd == ["python", "-m", "kit.serve", MODEL_DIR_IN_IMAGE, "--host", "0.0.0.0", "--port", port]
     copies = [a for i, a in final if i == "COPY"]
     assert any(a.split()[-1] == MODEL_DIR_IN_IMAGE for a in copies)
     assert any(a.startswith("--from=build") for a in copies)

@@ -184,9 +184,13 @@ def test_layout_paths_are_what_dvc_yaml_declares():
 
     assert {LAYOUT.split(s) for s in ("train", "validation", "test")} | {LAYOUT.labels} <= declared("data", "outs")
     assert LAYOUT.data_report in declared("data", "metrics")
-    assert LAYOUT.finetune_dir in declared("finetune", "outs") and LAYOUT.train_report in declared("finetune", "metrics")
+    assert LAYOUT.finetune_dir in declared("finetune", "outs") and LAYOUT.train_report in declared(
+        "finetune", "metrics"
+    )
     assert {LAYOUT.onnx_dir, LAYOUT.serving_dir} <= declared("optimize", "outs")
-    assert LAYOUT.finetune_dir in declared("optimize", "deps") and LAYOUT.bench_report in declared("optimize", "metrics")
+    assert LAYOUT.finetune_dir in declared("optimize", "deps") and LAYOUT.bench_report in declared(
+        "optimize", "metrics"
+    )
     assert LAYOUT.serving_dir in declared("deploy", "deps") and LAYOUT.serve_report in declared("deploy", "metrics")
     assert LAYOUT.manifests_dir in declared("deploy", "outs")
     for name in STAGE_NAMES:

@@ -7,8 +7,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-import click
 import typer
+from typer._click.core import Context as _Context  # typer 0.29 vendors click; its Context is this one
 from typer.core import TyperGroup
 
 from kit.core.errors import KitError, ParamsError, TrainingInterrupted
@@ -33,7 +33,7 @@ def report(exc: KitError) -> None:
 class KitGroup(TyperGroup):
     """A typer group whose commands (and sub-groups) turn a KitError into its message and exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: _Context) -> Any:
         try:
             return super().invoke(ctx)
         except KitError as exc:

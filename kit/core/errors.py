@@ -53,7 +53,13 @@ class NotebookError(KitError):
     """A cell of a stage notebook raised; carries the cell and where the partial output notebook is."""
 
     def __init__(self, stage: str, output: str | Path, cell_index: int | None, ename: str, evalue: str):
-        self.stage, self.output, self.cell_index, self.ename, self.evalue = stage, Path(output), cell_index, ename, evalue
+        self.stage, self.output, self.cell_index, self.ename, self.evalue = (
+            stage,
+            Path(output),
+            cell_index,
+            ename,
+            evalue,
+        )
         where = f"cell {cell_index}" if cell_index is not None else "a cell"
         super().__init__(
             f"stage {stage!r} failed in {where}: {ename}: {evalue}\npartial output notebook: {self.output}"

@@ -15,7 +15,14 @@ from typing import Any
 from kit.core.errors import KitError
 
 __all__ = [
-    "project_root", "atomic_path", "write_json", "write_text", "save_figure", "rel_path", "sha256_file", "read_labels",
+    "project_root",
+    "atomic_path",
+    "write_json",
+    "write_text",
+    "save_figure",
+    "rel_path",
+    "sha256_file",
+    "read_labels",
     "write_labels",
 ]
 

@@ -80,7 +80,7 @@ class DataParams(_Section):
     out_dir: str = Field("data", description="Where the Parquet splits and labels.json go.")
 
     @model_validator(mode="after")
-    def _check(self) -> "DataParams":
+    def _check(self) -> DataParams:
         if self.source in ("csv", "parquet") and not self.path:
             raise FieldCheckError("path", f"required when data.source is {self.source}")
         if self.source == "hf" and not self.hf_name:
@@ -110,7 +110,7 @@ class ModelParams(_Section):
     max_length: int = Field(64, ge=8, le=512, description="Max tokens per text (truncation).")
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelParams":
+    def _check(self) -> ModelParams:
         if self.source in ("hub", "local") and not self.name:
             raise FieldCheckError("name", f"required when model.source is {self.source}")
         return self
@@ -133,12 +133,16 @@ class FinetuneParams(_Section):
     batch_size: int = Field(32, ge=1, description="Training batch size summed over all processes (torchrun splits it).")
     eval_batch_size: int = Field(128, ge=1, description="Batch size for validation and test predictions.")
     max_train_rows: int | None = Field(
-        8000, ge=1, description="Train on at most this many rows, sampled deterministically from the train split "
-        "(None: all). Keeps the default stage inside its CPU time budget."
+        8000,
+        ge=1,
+        description="Train on at most this many rows, sampled deterministically from the train split "
+        "(None: all). Keeps the default stage inside its CPU time budget.",
     )
     max_eval_rows: int | None = Field(
-        1000, ge=1, description="Rows of the validation split used by the periodic evaluation (None: all). "
-        "The final test evaluation always uses the whole test split."
+        1000,
+        ge=1,
+        description="Rows of the validation split used by the periodic evaluation (None: all). "
+        "The final test evaluation always uses the whole test split.",
     )
     eval_steps: int = Field(50, ge=1, description="Evaluate validation macro-F1 every this many optimizer steps.")
     save_steps: int = Field(
@@ -166,10 +170,12 @@ class FinetuneParams(_Section):
         True, description="torch deterministic algorithms + full seeding, for bitwise-identical reruns."
     )
     threads: int = Field(2, ge=1, description="torch intra-op threads (divided among torchrun processes).")
-    min_macro_f1: float = Field(0.0, ge=0, le=1, description="Quality gate: the stage fails when test macro-F1 is lower.")
+    min_macro_f1: float = Field(
+        0.0, ge=0, le=1, description="Quality gate: the stage fails when test macro-F1 is lower."
+    )
 
     @model_validator(mode="after")
-    def _check(self) -> "FinetuneParams":
+    def _check(self) -> FinetuneParams:
         if self.max_steps == 0:
             raise FieldCheckError("max_steps", "must be -1 (use epochs) or a positive number of steps")
         if self.save_steps % self.eval_steps:
@@ -194,8 +200,10 @@ class OptimizeParams(_Section):
         "The fp32 export is always built: it is the fallback to serve.",
     )
     max_f1_drop: float = Field(
-        0.01, ge=0, le=1, description="Largest test macro-F1 drop vs PyTorch (absolute, 0.01 = one point) a served "
-        "variant may have."
+        0.01,
+        ge=0,
+        le=1,
+        description="Largest test macro-F1 drop vs PyTorch (absolute, 0.01 = one point) a served variant may have.",
     )
     opset: int = Field(17, ge=14, le=21, description="ONNX opset of the TorchScript export.")
     parity_atol: float = Field(
@@ -206,9 +214,13 @@ class OptimizeParams(_Section):
     int8_reduce_range: bool = Field(
         True, description="INT8: 7-bit weights, avoiding u8s8 overflow on AVX2 CPUs without VNNI."
     )
-    int8_weight_type: Literal["qint8", "quint8"] = Field("qint8", description="INT8 weight type (signed is faster on x86).")
+    int8_weight_type: Literal["qint8", "quint8"] = Field(
+        "qint8", description="INT8 weight type (signed is faster on x86)."
+    )
     student_layers: list[int] = Field(
-        default_factory=lambda: [0, 2, 4], min_length=1, description="Teacher layers the student keeps (and starts from)."
+        default_factory=lambda: [0, 2, 4],
+        min_length=1,
+        description="Teacher layers the student keeps (and starts from).",
     )
     distill_steps: int = Field(600, ge=1, le=100_000, description="Distillation optimizer steps.")
     distill_batch_size: int = Field(16, ge=1, le=1024, description="Rows per distillation step.")
@@ -225,11 +237,17 @@ class OptimizeParams(_Section):
         default_factory=lambda: [1, 32], min_length=1, description="Benchmark batch sizes (texts per call)."
     )
     seq_lengths: list[int] = Field(
-        default_factory=lambda: [64], min_length=1, description="Benchmark sequence lengths (texts padded/truncated to it)."
+        default_factory=lambda: [64],
+        min_length=1,
+        description="Benchmark sequence lengths (texts padded/truncated to it).",
     )
     threads: int = Field(2, ge=1, le=256, description="Intra-op threads for every variant (ORT and torch alike).")
-    bench_warmup: int = Field(3, ge=0, le=1000, description="Untimed calls before each variant's timed calls, per round.")
-    bench_repeats: int = Field(10, ge=1, le=10_000, description="Timed calls per variant, batch size and length, per round.")
+    bench_warmup: int = Field(
+        3, ge=0, le=1000, description="Untimed calls before each variant's timed calls, per round."
+    )
+    bench_repeats: int = Field(
+        10, ge=1, le=10_000, description="Timed calls per variant, batch size and length, per round."
+    )
     bench_rounds: int = Field(
         5, ge=1, le=1000, description="Rounds; variants are interleaved within each round and ratios taken per round."
     )
@@ -238,7 +256,7 @@ class OptimizeParams(_Section):
     eval_batch_size: int = Field(64, ge=1, le=4096, description="Batch size of the accuracy pass.")
 
     @model_validator(mode="after")
-    def _check(self) -> "OptimizeParams":
+    def _check(self) -> OptimizeParams:
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad:
             raise FieldCheckError("variants", f"unknown variant(s) {bad}; known: {list(VARIANTS)}")
@@ -249,7 +267,9 @@ class OptimizeParams(_Section):
         if any(s < 2 or s > 512 for s in self.seq_lengths):
             raise FieldCheckError("seq_lengths", f"must all be within 2..512, got {self.seq_lengths}")
         if any(i < 0 for i in self.student_layers) or len(set(self.student_layers)) != len(self.student_layers):
-            raise FieldCheckError("student_layers", f"must be distinct non-negative layer indices, got {self.student_layers}")
+            raise FieldCheckError(
+                "student_layers", f"must be distinct non-negative layer indices, got {self.student_layers}"
+            )
         return self
 
 
@@ -261,7 +281,10 @@ class ServeParams(_Section):
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
     max_batch_size: int = Field(32, ge=1, le=1024, description="Micro-batch size limit, in texts.")
     max_delay_ms: float = Field(
-        5.0, ge=0, le=10_000, description="Longest wait for more requests to fill a micro-batch (0: run what is queued)."
+        5.0,
+        ge=0,
+        le=10_000,
+        description="Longest wait for more requests to fill a micro-batch (0: run what is queued).",
     )
     batch_wait: Literal["adaptive", "fixed"] = Field(
         "adaptive",
@@ -358,7 +381,10 @@ class DeployParams(_Section):
         "this + serve.graceful_timeout_s (the server's drain) + 5 s.",
     )
     startup_budget_s: int = Field(
-        60, ge=5, le=1800, description="Least time the startup probe allows (the measured cold start x headroom if larger)."
+        60,
+        ge=5,
+        le=1800,
+        description="Least time the startup probe allows (the measured cold start x headroom if larger).",
     )
     scale_to_zero: Literal["knative", "kserve", "none"] = Field(
         "knative", description="Serverless variant rendered for spiky traffic (min scale 0)."
@@ -375,7 +401,7 @@ class DeployParams(_Section):
     batch_output: str = Field("/data/scores", description="Directory (in the claim) each shard writes its part to.")
 
     @model_validator(mode="after")
-    def _check(self) -> "DeployParams":
+    def _check(self) -> DeployParams:
         if self.min_replicas > self.max_replicas:
             raise FieldCheckError(
                 "max_replicas", f"must be >= deploy.min_replicas ({self.min_replicas}), got {self.max_replicas}"
@@ -389,7 +415,9 @@ class DeployParams(_Section):
             )
         if self.nobatch_levels is not None and not set(self.nobatch_levels) <= set(self.concurrency_levels):
             extra = sorted(set(self.nobatch_levels) - set(self.concurrency_levels))
-            raise FieldCheckError("nobatch_levels", f"must be a subset of deploy.concurrency_levels, not in it: {extra}")
+            raise FieldCheckError(
+                "nobatch_levels", f"must be a subset of deploy.concurrency_levels, not in it: {extra}"
+            )
         return self
 
 
@@ -467,8 +495,11 @@ def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
         raise ParamsError(path, [f"{path}: not valid YAML: {exc}"]) from None
     if not isinstance(raw, dict):
         raise ParamsError(path, [f"{path}: top level must be a mapping of sections"])
-    renamed = [f"{old}: renamed to `{new}`; rename the section in {path}" for old, new in RENAMED_SECTIONS.items()
-               if old in raw or (overrides or {}).get(old) is not None]
+    renamed = [
+        f"{old}: renamed to `{new}`; rename the section in {path}"
+        for old, new in RENAMED_SECTIONS.items()
+        if old in raw or (overrides or {}).get(old) is not None
+    ]
     if renamed:
         raise ParamsError(path, renamed)
     for section, values in (overrides or {}).items():
@@ -488,14 +519,17 @@ def reference_markdown() -> str:
     out = []
     for section, field in Params.model_fields.items():
         model = field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)  # every section is a model
         out.append(f"### `{section}`\n\n{(model.__doc__ or '').strip()}\n")
         out.append("| key | type | default | meaning |\n|---|---|---|---|")
         for key, f in model.model_fields.items():
-            default = f.default_factory() if f.default_factory is not None else f.default
+            default = f.get_default(call_default_factory=True)
             ann = f.annotation.__name__ if isinstance(f.annotation, type) else str(f.annotation).replace("typing.", "")
             ann = ann.replace("|", "\\|")
             desc = (f.description or "").replace("|", "\\|")
             bounds = ", ".join(f"`{m!r}`".replace("|", "\\|") for m in f.metadata)  # e.g. `Gt(gt=0)`
-            out.append(f"| `{section}.{key}` | `{ann}` | `{default!r}` | {desc}{' (' + bounds + ')' if bounds else ''} |")
+            out.append(
+                f"| `{section}.{key}` | `{ann}` | `{default!r}` | {desc}{' (' + bounds + ')' if bounds else ''} |"
+            )
         out.append("")
     return "\n".join(out)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kit.core.errors import KitError, NotebookError, UnknownParameterError
-from kit.core.io import project_root
+from kit.core.io import project_root, rel_path, write_text
 from kit.core.params import Params, load_params
 
 __all__ = ["Stage", "STAGES", "stage_parameters", "run_stage"]
@@ -74,6 +74,23 @@ class _RawHandler(logging.Handler):
         stream = sys.stderr
         stream.write(msg if msg.endswith(("\n", "\r")) else msg + "\n")
         stream.flush()
+
+
+def _relative_metadata(notebook: Path, root: Path) -> None:
+    """papermill records where it read and wrote the notebook as absolute paths; store them relative to the project
+    root, so an executed notebook is the same file on every machine and in every clone."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=nbformat.NO_CONVERT)
+    meta = nb.metadata.get("papermill", {})
+    changed = False
+    for key in ("input_path", "output_path"):
+        if isinstance(meta.get(key), str):
+            rel = rel_path(meta[key], root)
+            changed |= rel != meta[key]
+            meta[key] = rel
+    if changed:
+        write_text(notebook, nbformat.writes(nb))
 
 
 def run_stage(name: str, params_file: str | Path = "params.yaml", root: str | Path | None = None) -> Path:
@@ -139,5 +156,7 @@ def run_stage(name: str, params_file: str | Path = "params.yaml", root: str | Pa
     finally:
         pm_log.removeHandler(handler)
         kernels.cleanup()
+        if output.is_file():
+            _relative_metadata(output, root)
     print(f"stage {name!r} done in {time.perf_counter() - start:.1f}s -> {output.relative_to(root)}", file=sys.stderr)
     return output
