@@ -57,6 +57,23 @@ def test_repro_runs_every_stage_then_nothing(project):
     assert "up to date" in sh(["dvc", "status"], project)
 
 
+def _text_outputs(project: Path) -> list[Path]:
+    """Every text file the pipeline wrote that a user commits or ships: reports, executed notebooks, manifests, and
+    the JSON/text files of the model dirs (weights are binary and carry no paths)."""
+    roots = [project / "reports", project / "deploy", project / "data", project / "models"]
+    files = [p for r in roots for p in r.rglob("*") if p.is_file()]
+    return [p for p in files if p.suffix in {".json", ".ipynb", ".yaml", ".md", ".tsv", ".html", ".txt"}]
+
+
+def test_no_output_holds_the_machine_path(project):
+    # Outputs carry project-relative paths only, so they are the same in every clone (and DVC hashes agree).
+    needles = {str(project), str(project.resolve())}
+    outputs = _text_outputs(project)
+    assert len(outputs) > 15, [str(p.relative_to(project)) for p in outputs]
+    hits = [f"{p.relative_to(project)}: {n}" for p in outputs for n in needles if n in p.read_text(errors="replace")]
+    assert not hits, "absolute paths written into outputs:\n" + "\n".join(hits)
+
+
 def test_param_that_leaves_data_unchanged_reruns_only_data(project):
     set_param(project, "data", "chunk_rows", 50_000)  # same rows, different chunking: identical Parquet
     assert ran(sh(["dvc", "repro"], project)) == ["data"]
