@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from kit.optimize.runners import Runner, load_runner, peak_mb, read_texts, reset_peak, rss_mb, trim
 from kit.core.errors import DataError, KitError
-from kit.optimize.export import encode, find_tokenizer, load_tokenizer
+from kit.core.io import rel_path
+from kit.optimize.export import find_tokenizer
+from kit.optimize.runners import Runner, load_runner, peak_mb, read_texts, reset_peak, rss_mb, trim
+from kit.serve.model import encode, load_tokenizer
 
 __all__ = [
     "machine_peak",
@@ -133,6 +135,7 @@ def benchmark(
     reference: str | None = None,
     progress: bool = True,
     measure_peak: bool = True,
+    root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Time every runner on the same real, tokenized texts, interleaved round by round.
 
@@ -150,6 +153,7 @@ def benchmark(
         reference: runner name the ratios are over (default: the first PyTorch runner, else the first runner).
         progress: show a tqdm bar.
         measure_peak: also measure the machine's fp32 peak for GFLOP/s utilisation.
+        root: project root; model paths in the results are written relative to it (None: as given).
 
     Returns:
         {"machine", "settings", "reference", "results": [per runner x batch x length], "rounds": raw medians}.
@@ -213,7 +217,7 @@ def benchmark(
             row = {
                 "variant": r.name,
                 "kind": r.kind,
-                "path": str(r.path),
+                "path": rel_path(r.path, root) if root else str(r.path),
                 "size_mb": round(r.size_bytes / 2**20, 3),
                 "batch_size": b,
                 "seq_len": s,
