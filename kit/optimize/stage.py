@@ -3,6 +3,7 @@ Notebook 03 runs `run_optimize` and shows what it returns; every path comes from
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,13 @@ def run_optimize(params: Params, root: str | Path) -> BenchReport:
     Raises:
         KitError: a missing input (the fine-tuned model, a split, labels.json) or a failed parity check.
     """
-    root = Path(root).resolve()
+    with warnings.catch_warnings():
+        # In a papermill kernel without ipywidgets, tqdm.auto warns once, quoting its file's machine path.
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        return _run(params, Path(root).resolve())
+
+
+def _run(params: Params, root: Path) -> BenchReport:
     o, max_length = params.optimize, params.model.max_length
     finetune, onnx_dir = root / LAYOUT.finetune_dir, root / LAYOUT.onnx_dir
     print(f"building variants {list(o.variants)} from {LAYOUT.finetune_dir} into {LAYOUT.onnx_dir}")
