@@ -1,5 +1,5 @@
-"""kit/optimize/bench.py, kit/optimize/runners.py, kit/optimize/figures.py and `kit bench`: interleaved benchmark structure, accuracy,
-peak derivation, errors, CLI on tiny models."""
+"""kit/optimize/bench.py, machine.py, runners.py, figures.py and `kit bench`: interleaved benchmark structure,
+accuracy, peak derivation, errors, CLI on tiny models."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from kit.core.errors import DataError, KitError
-from kit.optimize.bench import benchmark, evaluate, machine_peak
+from kit.optimize.bench import benchmark, evaluate
 from kit.optimize.figures import headline, selection_rows
+from kit.optimize.machine import machine_peak
 from kit.optimize.runners import load_runner, read_texts
 from kit.optimize.variants import build_variants
 from kit.serve.model import load_tokenizer

@@ -15,7 +15,7 @@ _API = {
     "bench_models": "kit.optimize.bench",
     "benchmark": "kit.optimize.bench",
     "evaluate": "kit.optimize.bench",
-    "machine_peak": "kit.optimize.bench",
+    "machine_peak": "kit.optimize.machine",
     "load_runner": "kit.optimize.runners",
     "read_texts": "kit.optimize.runners",
     "build_all": "kit.optimize.variants",
