@@ -1,5 +1,5 @@
-"""kit/optimize/export.py and kit/optimize/variants.py: ONNX export contract, parity check (and its failure on a corrupted file),
-variants, selection, the serving directory."""
+"""kit/optimize/export.py, metadata.py and variants.py: ONNX export contract, parity check (and its failure on a
+corrupted file), the cheap metadata reader, variants, selection, the serving directory."""
 
 from __future__ import annotations
 
@@ -13,16 +13,8 @@ from onnx import numpy_helper
 
 from kit.core.errors import KitError, ParamsError, ParityError
 from kit.core.io import read_labels
-from kit.optimize.export import (
-    ModelSpec,
-    check_parity,
-    export_onnx,
-    is_kit_onnx,
-    load_classifier,
-    model_spec,
-    read_onnx_metadata,
-    torch_logits,
-)
+from kit.optimize.export import check_parity, export_onnx, load_classifier, model_spec, torch_logits
+from kit.optimize.metadata import ModelSpec, is_kit_onnx, read_onnx_metadata
 from kit.optimize.variants import build_variants, select_variant, write_serving
 from kit.serve.model import INPUT_NAMES, encode, load_tokenizer, make_session, session_logits
 from tests.fixtures_optimize import LABELS, TEXTS, tiny_data, tiny_model  # noqa: F401

@@ -16,7 +16,7 @@ from kit.core.io import sha256_file
 from kit.core.layout import LAYOUT
 from kit.core.params import load_params
 from kit.core.reports import BenchReport, read_report
-from kit.optimize.export import is_kit_onnx
+from kit.optimize.metadata import is_kit_onnx
 from kit.optimize.stage import PLOTS, run_optimize
 from kit.serve.model import OnnxTextClassifier, read_model_dir
 from tests.fixtures_optimize import LABELS, TEXTS, make_splits, tiny_model  # noqa: F401

@@ -24,7 +24,7 @@ _API = {
     "write_serving": "kit.optimize.variants",
     "export_onnx": "kit.optimize.export",
     "check_parity": "kit.optimize.export",
-    "is_kit_onnx": "kit.optimize.export",
+    "is_kit_onnx": "kit.optimize.metadata",
     "distill": "kit.optimize.distill",
     "headline": "kit.optimize.figures",
     "summary_table": "kit.optimize.figures",

@@ -1,27 +1,22 @@
 """Export a fine-tuned sequence classifier to ONNX, derive faster variants (fused graph, INT8, fp16) and check them.
-Also the model spec each file carries in its metadata (read back cheaply), and PyTorch inference for the checks."""
+Each file is stamped with its model spec (kit.optimize.metadata); PyTorch inference here serves the parity checks."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import warnings
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from kit.core.errors import KitError, ParityError
 from kit.core.io import atomic_path
+from kit.optimize.metadata import META_PREFIX, ModelSpec, read_onnx_metadata
 from kit.serve.model import INPUT_NAMES, OUTPUT_NAME, make_session, session_logits
 
 __all__ = [
-    "ModelSpec",
-    "read_onnx_metadata",
-    "is_kit_onnx",
     "find_tokenizer",
     "load_classifier",
     "model_spec",
@@ -34,96 +29,9 @@ __all__ = [
     "quantize_int8",
     "convert_fp16",
 ]
-# Every ONNX file the kit writes carries metadata_props under this prefix (model shape, kind): its marker.
-_META_PREFIX = "kit."
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Shape of a BERT-like encoder: enough to count its FLOPs and to configure the ORT fusion passes."""
-
-    num_layers: int
-    hidden_size: int
-    intermediate_size: int
-    num_heads: int
-    num_labels: int
-
-    def flops(self, batch: int, seq: int) -> float:
-        """Multiply-add FLOPs (2 per MAC) of one forward pass over a [batch, seq] input (embeddings excluded).
-
-        Per layer and token: Q, K, V and output projections (4 h^2 MACs), the feed-forward (2 h i MACs); per layer
-        and sequence: attention scores and the weighted sum (2 s^2 h MACs). Plus pooler (h^2) and classifier (h c).
-        """
-        h, i, s = self.hidden_size, self.intermediate_size, seq
-        per_layer = batch * s * (4 * h * h + 2 * h * i) + 2 * batch * s * s * h
-        head = batch * (h * h + h * self.num_labels)
-        return 2.0 * (self.num_layers * per_layer + head)
-
-    def metadata(self) -> dict[str, str]:
-        """ONNX metadata_props that let a bare .onnx file be benchmarked with FLOP counts."""
-        return {f"{_META_PREFIX}{k}": str(v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_metadata(cls, props: dict[str, str]) -> "ModelSpec | None":
-        try:
-            return cls(**{k: int(props[f"{_META_PREFIX}{k}"]) for k in cls.__dataclass_fields__})
-        except (KeyError, ValueError):
-            return None
-
-
-# ------------------------------------------------------------------------------------------ metadata, tokenizer
-def _varint(f: BinaryIO) -> int | None:
-    shift = value = 0
-    while byte := f.read(1):
-        value |= (byte[0] & 0x7F) << shift
-        if byte[0] < 0x80:
-            return value
-        shift += 7
-    return None
-
-
-def _length_delimited(f: BinaryIO, field: int) -> Iterator[bytes]:
-    """Payloads of one length-delimited protobuf field, seeking past every other field (a model's weights are never
-    read)."""
-    while (tag := _varint(f)) is not None:
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            _varint(f)
-        elif wire in (1, 5):
-            f.seek(8 if wire == 1 else 4, 1)
-        elif wire == 2:
-            size = _varint(f)
-            if size is None:
-                return
-            if number == field:
-                yield f.read(size)
-            else:
-                f.seek(size, 1)
-        else:  # groups (3, 4) are not in ONNX's schema: not an ONNX file
-            return
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    """An ONNX file's metadata_props, read from the protobuf framing alone (ms for a GB file; onnx.load parses it
-    all). A file that is not ONNX gives {}."""
-    props: dict[str, str] = {}
-    try:
-        with open(path, "rb") as f:
-            for entry in _length_delimited(f, 14):  # ModelProto.metadata_props
-                kv = {1: "", 2: ""}
-                for num in (1, 2):  # StringStringEntryProto: key = 1, value = 2
-                    kv[num] = b"".join(_length_delimited(io.BytesIO(entry), num)).decode("utf-8", "replace")
-                props[kv[1]] = kv[2]
-    except (OSError, ValueError):
-        return {}
-    return props
-
-
-def is_kit_onnx(path: str | Path) -> bool:
-    """Whether the kit wrote this .onnx file (its metadata carries the kit's stamp); a user's own model is not."""
-    return f"{_META_PREFIX}kind" in read_onnx_metadata(path)
-
-
+# ------------------------------------------------------------------------------------------------------ tokenizer
 def find_tokenizer(path: str | Path) -> Path:
     """The tokenizer.json for a model: inside a model directory, or beside / one level above an .onnx file.
 
@@ -194,7 +102,7 @@ def _set_metadata(path: Path, spec: ModelSpec, extra: dict[str, str]) -> None:
     m = onnx.load(str(path))
     props = {p.key: p.value for p in m.metadata_props}
     props.update(spec.metadata())
-    props.update({f"{_META_PREFIX}{k}": v for k, v in extra.items()})
+    props.update({f"{META_PREFIX}{k}": v for k, v in extra.items()})
     del m.metadata_props[:]
     for k, v in sorted(props.items()):
         m.metadata_props.add(key=k, value=v)
@@ -308,7 +216,7 @@ def optimize_graph(src: str | Path, dst: str | Path, spec: ModelSpec) -> Path:
 
 def fused_note(path: Path) -> str:
     """The fused-op counts optimize_graph stamped into a file's metadata, as a one-line note."""
-    return f"fused ops: {read_onnx_metadata(path).get(_META_PREFIX + 'fused', '{}')}"
+    return f"fused ops: {read_onnx_metadata(path).get(META_PREFIX + 'fused', '{}')}"
 
 
 def quantize_int8(

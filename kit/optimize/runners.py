@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from kit.core.errors import DataError, KitError
-from kit.optimize.export import ModelSpec, load_classifier, model_spec, torch_logits
+from kit.optimize.export import load_classifier, model_spec, torch_logits
+from kit.optimize.metadata import ModelSpec
 from kit.serve.model import make_session, session_logits
 
 __all__ = [

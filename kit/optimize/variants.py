@@ -18,12 +18,12 @@ from kit.optimize.export import (
     find_tokenizer,
     fused_note,
     gpu_available,
-    is_kit_onnx,
     load_classifier,
     model_spec,
     optimize_graph,
     quantize_int8,
 )
+from kit.optimize.metadata import is_kit_onnx
 from kit.serve.model import INPUT_NAMES, OUTPUT_NAME, encode, load_tokenizer
 
 __all__ = [
