@@ -93,8 +93,9 @@ def _run(params: Params, root: Path) -> BenchReport:
     sel = select_variant(selection_rows(bench, acc), acc[REFERENCE]["macro_f1"], o.max_f1_drop, FALLBACK)
     head = headline(bench, acc, sel["variant"], max_f1_drop=o.max_f1_drop)
     chosen = next(v for v in variants if v.name == sel["variant"])
+    # The fine-tuned model's tokenizer (the one every variant was measured with) and labels define the contract.
     record = write_serving(
-        chosen.path, onnx_dir / "tokenizer.json", read_labels(finetune / "labels.json", ModelDirError), max_length,
+        chosen.path, find_tokenizer(finetune), read_labels(finetune / "labels.json", ModelDirError), max_length,
         {**sel, "figures": head.model_dump(), "size_mb": chosen.as_dict()["size_mb"]}, root / LAYOUT.serving_dir,
     )
     print(f"serving {record['variant']} (version {record['version']}) in {LAYOUT.serving_dir}: {record['reason']}")
