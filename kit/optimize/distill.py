@@ -116,13 +116,7 @@ def distill(
         A summary: layers, steps, rows, seconds, final losses.
     """
     import torch
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        Trainer,
-        TrainingArguments,
-        set_seed,
-    )
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, set_seed
 
     from kit.optimize.export import find_tokenizer
     from kit.serve.model import load_tokenizer

@@ -58,8 +58,6 @@ class Variant:
 
 
 # --------------------------------------------------------------------------------------------- all variants
-
-
 def build_variants(
     model_dir: str | Path,
     out_dir: str | Path,
