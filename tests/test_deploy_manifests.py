@@ -306,7 +306,7 @@ def test_batch_shards_cover_the_input_in_order(tmp_path):
 def test_batch_score_matches_the_model_shard_by_shard(tmp_path):
     import pyarrow.parquet as pq
 
-    from kit.serve.batcher import OnnxTextClassifier, read_model_dir
+    from kit.serve.model import OnnxTextClassifier, read_model_dir
 
     model_dir = tiny_serving_dir()
     inp = write_texts_parquet(tmp_path / "in.parquet", TEXTS)

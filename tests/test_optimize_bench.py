@@ -1,20 +1,20 @@
-"""kit/optimize/bench.py, kit/optimize/runners.py, kit/optimize/figures.py and `kit bench`: interleaved benchmark structure, accuracy,
-peak derivation, errors, CLI on tiny models."""
+"""kit/optimize/bench.py, machine.py, runners.py, figures.py and `kit bench`: interleaved benchmark structure,
+accuracy, peak derivation, errors, CLI on tiny models."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from kit.optimize.bench import benchmark, evaluate, machine_peak
-from kit.optimize.runners import load_runner, read_texts
-from kit.optimize.figures import headline, selection_rows
 from kit.core.errors import DataError, KitError
-from kit.optimize.export import load_tokenizer
+from kit.optimize.bench import benchmark, evaluate
+from kit.optimize.figures import headline, selection_rows
+from kit.optimize.machine import machine_peak
+from kit.optimize.runners import load_runner, read_texts
 from kit.optimize.variants import build_variants
+from kit.serve.model import load_tokenizer
 from tests.fixtures_optimize import TEXTS, tiny_data, tiny_model  # noqa: F401
 
 INT8 = {"per_channel": False, "reduce_range": True, "weight_type": "qint8"}
@@ -29,7 +29,7 @@ def onnx_files(tiny_model, tmp_path_factory):  # noqa: F811
 def test_benchmark_interleaved_results(tiny_model, onnx_files, tiny_data):  # noqa: F811
     runners = [load_runner(tiny_model, 1, "pytorch_fp32")] + [load_runner(p, 1, n) for n, p in onnx_files.items()]
     texts, labels = read_texts(tiny_data / "test.parquet")
-    tok = load_tokenizer(tiny_model, 32)
+    tok = load_tokenizer(tiny_model / "tokenizer.json", 32)
     b = benchmark(runners, tok, texts, [1, 4], [16], warmup=1, repeats=3, rounds=2, threads=1, progress=False,
                   measure_peak=False)
     assert b["reference"] == "pytorch_fp32"
@@ -50,7 +50,11 @@ def test_benchmark_interleaved_results(tiny_model, onnx_files, tiny_data):  # no
     rows = selection_rows(b, acc)
     assert {r["variant"] for r in rows} == {"onnx_fp32", "onnx_int8"}
     h = headline(b, acc, "onnx_int8")
-    assert h["throughput_ratio_b4"] > 0 and h["p50_latency_ratio_b1"] > 0 and "macro_f1_drop_points" in h
+    assert (h.throughput_batch_size, h.latency_batch_size, h.seq_len) == (4, 1, 16)
+    int8 = {(r["batch_size"]): r for r in b["results"] if r["variant"] == "onnx_int8"}
+    assert h.throughput_ratio == int8[4]["speedup"] and h.latency_ratio == int8[1]["speedup"]
+    assert h.p50_latency_ms == int8[1]["latency_ms"]["p50"] and h.throughput_seq_s == int8[4]["throughput_seq_s"]
+    assert h.macro_f1_drop_points == pytest.approx(100 * (acc["pytorch_fp32"]["macro_f1"] - acc["onnx_int8"]["macro_f1"]))
 
 
 def test_machine_peak_is_derived_and_measured():

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from kit.optimize.distill import distill, make_student
 from kit.core.errors import KitError
+from kit.optimize.distill import distill, make_student
 from kit.optimize.export import load_classifier
 from tests.fixtures_optimize import tiny_data, tiny_model  # noqa: F401
 
@@ -48,16 +49,18 @@ def test_distill_trains_saves_and_is_deterministic(tiny_model, tiny_data, tmp_pa
 
 
 def test_teacher_logits_from_onnx_match_pytorch(tiny_model, tmp_path):  # noqa: F811
-    from transformers import AutoTokenizer
-
     from kit.optimize.distill import teacher_logits
-    from kit.optimize.export import export_onnx
+    from kit.optimize.export import export_onnx, torch_logits
+    from kit.serve.model import encode, load_tokenizer
     from tests.fixtures_optimize import TEXTS
 
     teacher = load_classifier(tiny_model)
-    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    tok = load_tokenizer(tiny_model / "tokenizer.json", 16)
     path = export_onnx(teacher, tmp_path / "t.onnx")
-    a = teacher_logits(teacher, tok, TEXTS, 16, batch_size=3)
-    b = teacher_logits(teacher, tok, TEXTS, 16, batch_size=3, onnx_path=path, threads=1)
+    a = teacher_logits(teacher, tok, TEXTS, batch_size=3)
+    b = teacher_logits(teacher, tok, TEXTS, batch_size=3, onnx_path=path, threads=1)
     assert a.shape == (len(TEXTS), 3)
     assert abs(a - b).max() < 1e-4
+    # Sorted, per-batch padding gives each text the logits it gets alone (the serving tokenizer, truncated at 16).
+    alone = np.concatenate([torch_logits(teacher, encode(tok, [t])) for t in TEXTS])
+    np.testing.assert_allclose(a, alone, atol=1e-4)

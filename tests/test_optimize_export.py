@@ -1,5 +1,5 @@
-"""kit/optimize/export.py and kit/optimize/variants.py: ONNX export contract, parity check (and its failure on a corrupted file),
-variants, selection, the serving directory."""
+"""kit/optimize/export.py, metadata.py and variants.py: ONNX export contract, parity check (and its failure on a
+corrupted file), the cheap metadata reader, variants, selection, the serving directory."""
 
 from __future__ import annotations
 
@@ -12,21 +12,11 @@ import pytest
 from onnx import numpy_helper
 
 from kit.core.errors import KitError, ParamsError, ParityError
-from kit.optimize.export import (
-    INPUT_NAMES,
-    ModelSpec,
-    check_parity,
-    encode,
-    export_onnx,
-    load_classifier,
-    load_tokenizer,
-    model_spec,
-    onnx_logits,
-    ort_session,
-    read_labels,
-    torch_logits,
-)
+from kit.core.io import read_labels
+from kit.optimize.export import check_parity, export_onnx, load_classifier, model_spec, torch_logits
+from kit.optimize.metadata import ModelSpec, is_kit_onnx, read_onnx_metadata
 from kit.optimize.variants import build_variants, select_variant, write_serving
+from kit.serve.model import INPUT_NAMES, encode, load_tokenizer, make_session, session_logits
 from tests.fixtures_optimize import LABELS, TEXTS, tiny_data, tiny_model  # noqa: F401
 
 INT8 = {"per_channel": True, "reduce_range": True, "weight_type": "qint8"}
@@ -39,14 +29,14 @@ def variants(tiny_model, tmp_path_factory):  # noqa: F811
 
 
 def test_export_has_the_serving_contract_and_dynamic_axes(variants, tiny_model):  # noqa: F811
-    sess = ort_session(variants["onnx_fp32"].path, threads=1)
+    sess = make_session(variants["onnx_fp32"].path, threads=1)
     assert [(i.name, i.type) for i in sess.get_inputs()] == [(n, "tensor(int64)") for n in INPUT_NAMES]
     assert [o.name for o in sess.get_outputs()] == ["logits"]
-    tok = load_tokenizer(tiny_model, 32)
+    tok = load_tokenizer(tiny_model / "tokenizer.json", 32)
     model = load_classifier(tiny_model)
     for texts, pad_to in ((TEXTS[:3], 7), (TEXTS[:1], 20), (TEXTS, None)):
         batch = encode(tok, texts, pad_to=pad_to)
-        got = onnx_logits(sess, batch)
+        got = session_logits(sess, batch)
         assert got.shape == (len(texts), 3)
         np.testing.assert_allclose(got, torch_logits(model, batch), atol=1e-4)
 
@@ -60,6 +50,10 @@ def test_variants_record_sizes_parity_and_fusion(variants):
     assert "Attention" in opt.notes[0]  # the eager-attention export fuses
     props = {p.key: p.value for p in onnx.load(str(q.path)).metadata_props}
     assert ModelSpec.from_metadata(props) == ModelSpec(4, 32, 64, 2, 3)
+    # The cheap reader (framing only, weights skipped) sees exactly what onnx.load parses.
+    assert all(read_onnx_metadata(v.path) == {p.key: p.value for p in onnx.load(str(v.path)).metadata_props}
+               for v in (fp32, opt, q))
+    assert props["kit.kind"] == "int8" and all(is_kit_onnx(v.path) for v in (fp32, opt, q))
 
 
 def test_parity_check_fails_on_corrupted_onnx_with_max_difference(tiny_model, tmp_path):  # noqa: F811
@@ -73,7 +67,7 @@ def test_parity_check_fails_on_corrupted_onnx_with_max_difference(tiny_model, tm
     init.CopyFrom(numpy_helper.from_array(w, init.name))
     bad = tmp_path / "corrupt.onnx"
     onnx.save(m, str(bad))
-    batch = encode(load_tokenizer(tiny_model, 32), TEXTS)
+    batch = encode(load_tokenizer(tiny_model / "tokenizer.json", 32), TEXTS)
     assert check_parity(model, path, batch, atol=1e-4) < 1e-4
     with pytest.raises(ParityError, match=r"differ from PyTorch by up to [0-9.e+-]+ \(tolerance 0\.0001\)") as err:
         check_parity(model, bad, batch, atol=1e-4)
@@ -103,7 +97,7 @@ def test_write_serving_directory(variants, tiny_model, tmp_path):  # noqa: F811
 
     sel = {"variant": "onnx_int8", "reason": "test", "qualified": True, "candidates": []}
     out = tmp_path / "serving"
-    rec = write_serving(variants["onnx_int8"].path, tiny_model / "tokenizer.json", read_labels(tiny_model), 16, sel, out)
+    rec = write_serving(variants["onnx_int8"].path, tiny_model / "tokenizer.json", read_labels(tiny_model / "labels.json"), 16, sel, out)
     assert sorted(p.name for p in out.iterdir()) == [
         "labels.json", "model.onnx", "selection.json", "serving.json", "tokenizer.json"
     ]
@@ -128,7 +122,7 @@ def test_write_serving_directory(variants, tiny_model, tmp_path):  # noqa: F811
 
 def test_model_spec_and_labels(tiny_model):  # noqa: F811
     assert model_spec(load_classifier(tiny_model)) == ModelSpec(4, 32, 64, 2, 3)
-    assert read_labels(tiny_model) == LABELS
+    assert read_labels(tiny_model / "labels.json") == LABELS
 
 
 def test_optimize_params_reject_unknown_variant(tmp_path: Path):
@@ -136,5 +130,5 @@ def test_optimize_params_reject_unknown_variant(tmp_path: Path):
 
     p = tmp_path / "params.yaml"
     p.write_text("optimize:\n  variants: [onnx_fp32, onnx_int4]\n")
-    with pytest.raises(ParamsError, match=r"optimize: unknown variant\(s\) \['onnx_int4'\]"):
+    with pytest.raises(ParamsError, match=r"optimize.variants: unknown variant\(s\) \['onnx_int4'\]"):
         load_params(p)

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kit.serve.batcher import MicroBatcher, read_model_dir
+from kit.serve.batcher import MicroBatcher
+from kit.serve.model import read_model_dir
 from kit.core.errors import ModelDirError
 from kit.core.params import ServeParams
 from kit.serve.app import create_app
@@ -79,7 +80,7 @@ def test_import_chain_of_kit_serve_has_no_torch_or_transformers(serving_dir: Pat
         import sys
         import kit.cli, kit.core.params, kit.serve.app
         from kit.core.params import ServeParams
-        from kit.serve.batcher import OnnxTextClassifier, read_model_dir
+        from kit.serve.model import OnnxTextClassifier, read_model_dir
         app = kit.serve.app.create_app({str(serving_dir)!r}, ServeParams())
         OnnxTextClassifier(read_model_dir({str(serving_dir)!r}, 64), 1).predict_proba(["hello"])
         import uvicorn

@@ -75,6 +75,54 @@ def read_report(path: str | Path, model: type[R]) -> R:
 
 # -------------------------------------------------------------------------------------------------- optimize
 # (BenchReport: reports/bench.json)
+class BenchHeadline(BaseModel):
+    """The optimize stage's target figures for the served variant (ratios over the PyTorch reference, same run).
+
+    Throughput is taken at the largest benchmarked batch and p50 latency at the smallest, both at the first sequence
+    length; the batch sizes are fields, not part of the keys, so the keys stay the same whatever the grid."""
+
+    variant: str
+    seq_len: int
+    throughput_batch_size: int
+    throughput_ratio: float
+    throughput_seq_s: float
+    reference_throughput_seq_s: float
+    latency_batch_size: int
+    latency_ratio: float
+    p50_latency_ms: float
+    reference_p50_latency_ms: float
+    macro_f1: float
+    reference_macro_f1: float
+    macro_f1_drop_points: float
+    target_ratio: float
+    meets_throughput_target: bool
+    meets_latency_target: bool
+    meets_f1_target: bool
+
+
+class BenchSelection(BaseModel):
+    """Which variant is served and why; `version` is the serving dir's content hash (selection.json has the same)."""
+
+    variant: str
+    reason: str
+    qualified: bool
+    version: str
+
+
+class BenchReport(StageReport):
+    """reports/bench.json: headline and selection typed; the bulky parts as the benchmark and evaluation return them.
+
+    Paths inside (variants, benchmark rows, plots) are relative to the project root."""
+
+    stage: str = "optimize"
+    headline: BenchHeadline
+    selection: BenchSelection
+    candidates: list[dict[str, Any]]  # per variant: speedup, macro_f1, f1_drop, qualifies (fastest first)
+    accuracy: dict[str, dict[str, Any]]  # runner name -> accuracy, macro_f1, agreement, rows
+    variants: list[dict[str, Any]]  # built files: name, path, size, kind, parity, notes
+    distill: dict[str, Any] | None  # the student's distillation summary (None: no student asked for)
+    benchmark: dict[str, Any]  # machine, settings, reference, results (variant x batch x length), rounds
+    plots: dict[str, str]  # figure name -> PNG path
 
 
 # ---------------------------------------------------------------------------------------------------- deploy

@@ -67,7 +67,7 @@ def score_shard(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from kit.serve.batcher import OnnxTextClassifier, read_model_dir
+    from kit.serve.model import OnnxTextClassifier, read_model_dir
 
     input_path = Path(input_path)
     if not input_path.is_file():

@@ -39,7 +39,7 @@ def bare_benchmark(
     Returns:
         texts per second, batches run, median and p99 batch latency (ms).
     """
-    from kit.serve.batcher import OnnxTextClassifier, read_model_dir
+    from kit.serve.model import OnnxTextClassifier, read_model_dir
 
     model = model or OnnxTextClassifier(read_model_dir(model_dir, max_length), threads)
     n = len(texts)
@@ -156,7 +156,7 @@ def run_loadtest(
     import psutil
     from tqdm import tqdm
 
-    from kit.serve.batcher import OnnxTextClassifier, read_model_dir
+    from kit.serve.model import OnnxTextClassifier, read_model_dir
 
     d = deploy
     meta = read_model_dir(model_dir, int(serve.get("max_length", 64)))

@@ -3,12 +3,9 @@ Variants are interleaved round by round so machine drift hits all alike; ratios 
 
 from __future__ import annotations
 
-import math
 import os
 import platform
-import re
 import statistics
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,91 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from kit.optimize.runners import Runner, load_runner, peak_mb, read_texts, reset_peak, rss_mb, trim
 from kit.core.errors import DataError, KitError
-from kit.optimize.export import encode, find_tokenizer, load_tokenizer
+from kit.core.io import rel_path
+from kit.optimize.export import find_tokenizer
+from kit.optimize.machine import machine_peak
+from kit.optimize.runners import Runner, load_runner, peak_mb, read_texts, reset_peak, rss_mb, trim
+from kit.serve.model import encode, load_tokenizer
 
 __all__ = [
-    "machine_peak",
     "benchmark",
     "evaluate",
     "bench_models",
 ]
-
-
-# ------------------------------------------------------------------------------------------------ machine
-def _cpu_info() -> dict[str, Any]:
-    info: dict[str, Any] = {"model": platform.processor() or platform.machine(), "flags": set(), "mhz": None}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        if m := re.search(r"^model name\s*:\s*(.+)$", text, re.M):
-            info["model"] = m.group(1).strip()
-        if m := re.search(r"^flags\s*:\s*(.+)$", text, re.M):
-            info["flags"] = set(m.group(1).split())
-        if m := re.search(r"^cpu MHz\s*:\s*([\d.]+)$", text, re.M):
-            info["mhz"] = float(m.group(1))
-    except OSError:
-        pass
-    try:  # lscpu reports the rated maximum when the hypervisor exposes it; prefer it over the current clock.
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        if m := re.search(r"^CPU max MHz:\s*([\d.]+)$", out, re.M):
-            info["mhz_max"] = float(m.group(1))
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
-
-
-def machine_peak(threads: int, measure: bool = True) -> dict[str, Any]:
-    """The fp32 peak the benchmark's GFLOP/s are compared with, derived two ways.
-
-    Theoretical: threads x clock x FLOPs/cycle, with FLOPs/cycle = 2 FMA units x SIMD fp32 lanes x 2 (AVX-512: 16
-    lanes, AVX2+FMA: 8, AVX: 8 without FMA so x1, SSE: 4), clock from lscpu's max MHz or /proc/cpuinfo.
-    Measured: best of a few 1024x1024 fp32 matmuls in torch on the same threads (what a tuned GEMM reaches here).
-
-    Returns:
-        {"threads", "cpu", "theoretical_gflops", "theoretical_derivation", "measured_gflops", "measured_derivation"}.
-    """
-    info = _cpu_info()
-    flags = info["flags"]
-    if "avx512f" in flags:
-        lanes, fma, isa = 16, 2, "AVX-512"
-    elif "avx2" in flags and "fma" in flags:
-        lanes, fma, isa = 8, 2, "AVX2+FMA"
-    elif "avx" in flags:
-        lanes, fma, isa = 8, 1, "AVX"
-    else:
-        lanes, fma, isa = 4, 1, "SSE"
-    units = 2  # two SIMD FP pipes per core on every x86 core of the last decade
-    per_cycle = units * lanes * fma
-    mhz = info.get("mhz_max") or info.get("mhz")
-    out: dict[str, Any] = {"threads": threads, "cpu": info["model"], "isa": isa}
-    if mhz:
-        out["theoretical_gflops"] = threads * mhz / 1000 * per_cycle
-        out["theoretical_derivation"] = (
-            f"{threads} cores x {mhz / 1000:.3f} GHz ({'lscpu max' if info.get('mhz_max') else '/proc/cpuinfo'}) x "
-            f"{per_cycle} fp32 FLOPs/cycle ({units} units x {lanes} lanes x {fma} for {isa})"
-        )
-    else:
-        out["theoretical_gflops"] = None
-        out["theoretical_derivation"] = "clock unknown (no /proc/cpuinfo MHz)"
-    if measure:
-        import torch
-
-        prev = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        n = 1024
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        for _ in range(2):
-            a @ b
-        best = math.inf
-        for _ in range(5):
-            t = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - t)
-        torch.set_num_threads(prev)
-        out["measured_gflops"] = 2 * n**3 / best / 1e9
-        out["measured_derivation"] = f"best of 5 torch fp32 {n}x{n} matmuls on {threads} threads"
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- benchmark
@@ -120,12 +44,90 @@ def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
+def _check_runners(runners: list[Runner], texts: Sequence[str], reference: str | None) -> str:
+    """The reference runner's name (default: the first PyTorch runner, else the first); checks names and texts."""
+    if not runners:
+        raise KitError("nothing to benchmark")
+    if not texts:
+        raise DataError("no texts to benchmark on")
+    if reference is None:
+        reference = next((r.name for r in runners if r.kind == "pytorch"), runners[0].name)
+    if reference not in {r.name for r in runners}:
+        raise KitError(f"reference {reference!r} is not among the runners {[r.name for r in runners]}")
+    names = [r.name for r in runners]
+    if len(set(names)) != len(names):
+        raise KitError(f"runner names must be unique, got {names}")
+    return reference
+
+
+def _time_runner(
+    r: Runner, batches: list[dict[str, np.ndarray]], warmup: int, can_reset: bool
+) -> tuple[list[float], float | None]:
+    """One runner's turn: `warmup` untimed calls, then one timed call per remaining batch.
+
+    Returns:
+        (seconds per timed call, peak RSS growth in MB over the turn or None where it cannot be measured).
+    """
+    # Peak memory is measured from before the warm-up: ORT grows its arena on the first large batch.
+    trim()
+    base = rss_mb()
+    if can_reset:
+        reset_peak()
+    for x in batches[:warmup]:
+        r(x)
+    times = []
+    for x in batches[warmup:]:
+        t = time.perf_counter()
+        r(x)
+        times.append(time.perf_counter() - t)
+    pk = peak_mb() if can_reset else None
+    return times, (pk - base if pk is not None else None)
+
+
+def _result_row(
+    r: Runner, b: int, s: int, xs: list[float], ratios: list[float], extra_mb: float | None, peak: dict[str, Any],
+    root: str | Path | None,
+) -> dict[str, Any]:
+    """One runner x batch x length: latency percentiles, throughput, ratio over the reference, memory, GFLOP/s."""
+    med = statistics.median(xs)
+    flops = r.spec.flops(b, s) if r.spec else None
+    gflops = flops / med / 1e9 if flops else None
+    theoretical, measured = peak.get("theoretical_gflops"), peak.get("measured_gflops")
+    return {
+        "variant": r.name,
+        "kind": r.kind,
+        "path": rel_path(r.path, root) if root else str(r.path),
+        "size_mb": round(r.size_bytes / 2**20, 3),
+        "batch_size": b,
+        "seq_len": s,
+        "samples": len(xs),
+        "latency_ms": {
+            "p50": 1000 * med,
+            "p95": 1000 * _pct(xs, 95),
+            "p99": 1000 * _pct(xs, 99),
+            "mean": 1000 * statistics.fmean(xs),
+            "min": 1000 * min(xs),
+        },
+        "throughput_seq_s": b / med,
+        "speedup": statistics.median(ratios),
+        "speedup_per_round": ratios,
+        "load_rss_mb": round(r.load_rss_mb, 1),
+        "run_peak_extra_mb": round(extra_mb, 1) if extra_mb is not None else None,
+        "peak_mem_mb": round(r.load_rss_mb + extra_mb, 1) if extra_mb is not None else None,
+        "gflop_per_forward": flops / 1e9 if flops else None,
+        "gflops": gflops,
+        "pct_theoretical_peak": 100 * gflops / theoretical if gflops and theoretical else None,
+        "pct_measured_peak": 100 * gflops / measured if gflops and measured else None,
+    }
+
+
 def benchmark(
     runners: list[Runner],
     tokenizer: Any,
     texts: Sequence[str],
     batch_sizes: Sequence[int],
     seq_lengths: Sequence[int],
+    *,
     warmup: int = 2,
     repeats: int = 10,
     rounds: int = 3,
@@ -133,6 +135,7 @@ def benchmark(
     reference: str | None = None,
     progress: bool = True,
     measure_peak: bool = True,
+    root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Time every runner on the same real, tokenized texts, interleaved round by round.
 
@@ -150,23 +153,14 @@ def benchmark(
         reference: runner name the ratios are over (default: the first PyTorch runner, else the first runner).
         progress: show a tqdm bar.
         measure_peak: also measure the machine's fp32 peak for GFLOP/s utilisation.
+        root: project root; model paths in the results are written relative to it (None: as given).
 
     Returns:
         {"machine", "settings", "reference", "results": [per runner x batch x length], "rounds": raw medians}.
     """
     from tqdm import tqdm
 
-    if not runners:
-        raise KitError("nothing to benchmark")
-    if not texts:
-        raise DataError("no texts to benchmark on")
-    if reference is None:
-        reference = next((r.name for r in runners if r.kind == "pytorch"), runners[0].name)
-    if reference not in {r.name for r in runners}:
-        raise KitError(f"reference {reference!r} is not among the runners {[r.name for r in runners]}")
-    names = [r.name for r in runners]
-    if len(set(names)) != len(names):
-        raise KitError(f"runner names must be unique, got {names}")
+    reference = _check_runners(runners, texts, reference)
     peak = machine_peak(threads, measure=measure_peak)
     grid = [(b, s) for s in seq_lengths for b in batch_sizes]
     inputs = {(b, s): _batches(tokenizer, texts, b, s, warmup + repeats) for b, s in grid}
@@ -179,68 +173,21 @@ def benchmark(
         # Rotate the order each round so no variant always runs right after the same neighbour.
         order = runners[rnd % len(runners) :] + runners[: rnd % len(runners)]
         for b, s in grid:
-            batches = inputs[(b, s)]
             for r in order:
                 bar.set_postfix_str(f"round {rnd + 1}/{rounds} {r.name} b{b} s{s}")
-                # Peak memory is measured from before the warm-up: ORT grows its arena on the first large batch.
-                trim()
-                base = rss_mb()
-                if can_reset:
-                    reset_peak()
-                for x in batches[:warmup]:
-                    r(x)
-                times = []
-                for x in batches[warmup:]:
-                    t = time.perf_counter()
-                    r(x)
-                    times.append(time.perf_counter() - t)
-                if can_reset and (pk := peak_mb()) is not None:
-                    extra_mem[(r.name, b, s)] = max(extra_mem[(r.name, b, s)], pk - base)
+                times, extra = _time_runner(r, inputs[(b, s)], warmup, can_reset)
+                if extra is not None:
+                    extra_mem[(r.name, b, s)] = max(extra_mem[(r.name, b, s)], extra)
                 lat[(r.name, b, s)].extend(times)
                 round_med[(r.name, b, s)].append(statistics.median(times))
                 bar.update(1)
     bar.close()
-
     results = []
     for r in runners:
         for b, s in grid:
             k = (r.name, b, s)
-            xs = lat[k]
-            med = statistics.median(xs)
             ratios = [ref / mine for ref, mine in zip(round_med[(reference, b, s)], round_med[k])]
-            flops = r.spec.flops(b, s) if r.spec else None
-            gflops = flops / med / 1e9 if flops else None
-            row = {
-                "variant": r.name,
-                "kind": r.kind,
-                "path": str(r.path),
-                "size_mb": round(r.size_bytes / 2**20, 3),
-                "batch_size": b,
-                "seq_len": s,
-                "samples": len(xs),
-                "latency_ms": {
-                    "p50": 1000 * med,
-                    "p95": 1000 * _pct(xs, 95),
-                    "p99": 1000 * _pct(xs, 99),
-                    "mean": 1000 * statistics.fmean(xs),
-                    "min": 1000 * min(xs),
-                },
-                "throughput_seq_s": b / med,
-                "speedup": statistics.median(ratios),
-                "speedup_per_round": ratios,
-                "load_rss_mb": round(r.load_rss_mb, 1),
-                "run_peak_extra_mb": round(extra_mem[k], 1) if can_reset else None,
-                "peak_mem_mb": round(r.load_rss_mb + extra_mem[k], 1) if can_reset else None,
-                "gflop_per_forward": flops / 1e9 if flops else None,
-                "gflops": gflops,
-                "pct_theoretical_peak": 100 * gflops / peak["theoretical_gflops"]
-                if gflops and peak.get("theoretical_gflops")
-                else None,
-                "pct_measured_peak": 100 * gflops / peak["measured_gflops"]
-                if gflops and peak.get("measured_gflops")
-                else None,
-            }
-            results.append(row)
+            results.append(_result_row(r, b, s, lat[k], ratios, extra_mem[k] if can_reset else None, peak, root))
     return {
         "machine": {**peak, "platform": platform.platform(), "cpus": os.cpu_count()},
         "settings": {
@@ -271,6 +218,7 @@ def evaluate(
     tokenizer: Any,
     texts: Sequence[str],
     labels: np.ndarray,
+    *,
     batch_size: int = 64,
     reference: str | None = None,
     progress: bool = True,

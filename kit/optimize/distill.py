@@ -4,7 +4,7 @@ The student (fewer layers, same width) is exported and quantised like the teache
 from __future__ import annotations
 
 import copy
-import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from kit.core.errors import KitError
+from kit.core.io import write_json, write_text
 
 __all__ = ["make_student", "teacher_logits", "distill"]
 
@@ -44,40 +45,34 @@ def make_student(teacher: Any, layers: list[int]) -> Any:
 
 
 def teacher_logits(
-    teacher: Any, tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 64,
-    onnx_path: str | Path | None = None, threads: int = 2,
+    teacher: Any, tokenizer: Any, texts: list[str], *, batch_size: int = 64, onnx_path: str | Path | None = None,
+    threads: int = 2,
 ) -> np.ndarray:
     """The teacher's logits for `texts` (sorted by length and padded per batch for speed).
 
     Args:
         teacher: the HF classifier.
-        tokenizer: its HF tokenizer.
+        tokenizer: the serving tokenizer (kit.serve.model.load_tokenizer: truncation at max_length, padding to the
+            batch's longest), so both paths below see exactly the inputs the served model sees.
         texts: rows to score.
-        max_length: truncation.
         batch_size: rows per forward pass.
         onnx_path: a parity-checked fp32 ONNX export of the same teacher; when given, ONNX Runtime computes the
             logits (same values within the parity tolerance, about twice as fast as PyTorch on CPU).
         threads: ORT intra-op threads.
     """
-    import torch
     from tqdm import tqdm
 
-    from kit.optimize.export import onnx_logits, ort_session
+    from kit.optimize.export import torch_logits
+    from kit.serve.model import encode, make_session, session_logits
 
     out = np.empty((len(texts), teacher.config.num_labels), dtype=np.float32)
     order = np.argsort([len(t) for t in texts], kind="stable")
     teacher.eval()
-    sess = ort_session(onnx_path, threads) if onnx_path else None
-    with torch.inference_mode():
-        for i in tqdm(range(0, len(order), batch_size), desc="teacher logits", unit="batch"):
-            idx = order[i : i + batch_size]
-            enc = tokenizer([texts[j] for j in idx], truncation=True, max_length=max_length, padding=True,
-                            return_tensors="np" if sess else "pt")
-            if sess is not None:
-                batch = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items()}
-                out[idx] = onnx_logits(sess, batch)
-            else:
-                out[idx] = teacher(**enc).logits.float().numpy()
+    sess = make_session(onnx_path, threads) if onnx_path else None
+    for i in tqdm(range(0, len(order), batch_size), desc="teacher logits", unit="batch"):
+        idx = order[i : i + batch_size]
+        batch = encode(tokenizer, [texts[j] for j in idx])
+        out[idx] = session_logits(sess, batch) if sess is not None else torch_logits(teacher, batch)
     return out
 
 
@@ -123,6 +118,9 @@ def distill(
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, set_seed
 
+    from kit.optimize.export import find_tokenizer
+    from kit.serve.model import load_tokenizer
+
     teacher_dir, out_dir = Path(teacher_dir), Path(out_dir)
     if len(texts) != len(labels) or not texts:
         raise KitError(f"distillation needs matching non-empty texts and labels, got {len(texts)} / {len(labels)}")
@@ -131,7 +129,8 @@ def distill(
     start = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(str(teacher_dir))
     teacher = AutoModelForSequenceClassification.from_pretrained(str(teacher_dir))
-    t_logits = teacher_logits(teacher, tok, texts, max_length, onnx_path=teacher_onnx, threads=threads)
+    serving_tok = load_tokenizer(find_tokenizer(teacher_dir), max_length)
+    t_logits = teacher_logits(teacher, serving_tok, texts, onnx_path=teacher_onnx, threads=threads)
     t_teacher = time.perf_counter() - start
     student = make_student(teacher, layers)
     del teacher
@@ -206,9 +205,7 @@ def distill(
     student.save_pretrained(str(out_dir))
     tok.save_pretrained(str(out_dir))
     if (teacher_dir / "labels.json").is_file():
-        (out_dir / "labels.json").write_text((teacher_dir / "labels.json").read_text())
-    import shutil
-
+        write_text(out_dir / "labels.json", (teacher_dir / "labels.json").read_text())
     shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
     summary = {
         "layers": list(layers),
@@ -225,5 +222,5 @@ def distill(
         "learning_rate": learning_rate,
         "seed": seed,
     }
-    (out_dir / "distill.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_json(out_dir / "distill.json", summary)
     return summary

@@ -1,12 +1,11 @@
 """Export a fine-tuned sequence classifier to ONNX, derive faster variants (fused graph, INT8, fp16) and check them.
-Also the tokenizer, label and model-spec helpers of the serving contract, and PyTorch / ONNX Runtime inference."""
+Each file is stamped with its model spec (kit.optimize.metadata); PyTorch inference here serves the parity checks."""
 
 from __future__ import annotations
 
 import json
 import logging
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +13,15 @@ import numpy as np
 
 from kit.core.errors import KitError, ParityError
 from kit.core.io import atomic_path
+from kit.optimize.metadata import META_PREFIX, ModelSpec, read_onnx_metadata
+from kit.serve.model import INPUT_NAMES, OUTPUT_NAME, make_session, session_logits
 
 __all__ = [
-    "INPUT_NAMES",
-    "OUTPUT_NAME",
-    "ModelSpec",
     "find_tokenizer",
-    "load_tokenizer",
-    "encode",
-    "read_labels",
     "load_classifier",
     "model_spec",
     "torch_logits",
     "gpu_available",
-    "ort_session",
-    "onnx_logits",
     "export_onnx",
     "check_parity",
     "optimize_graph",
@@ -36,46 +29,9 @@ __all__ = [
     "quantize_int8",
     "convert_fp16",
 ]
-# The serving contract: the server feeds exactly these int64 [batch, sequence] inputs and reads `logits`.
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-OUTPUT_NAME = "logits"
-_META_PREFIX = "kit."
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Shape of a BERT-like encoder: enough to count its FLOPs and to configure the ORT fusion passes."""
-
-    num_layers: int
-    hidden_size: int
-    intermediate_size: int
-    num_heads: int
-    num_labels: int
-
-    def flops(self, batch: int, seq: int) -> float:
-        """Multiply-add FLOPs (2 per MAC) of one forward pass over a [batch, seq] input (embeddings excluded).
-
-        Per layer and token: Q, K, V and output projections (4 h^2 MACs), the feed-forward (2 h i MACs); per layer
-        and sequence: attention scores and the weighted sum (2 s^2 h MACs). Plus pooler (h^2) and classifier (h c).
-        """
-        h, i, s = self.hidden_size, self.intermediate_size, seq
-        per_layer = batch * s * (4 * h * h + 2 * h * i) + 2 * batch * s * s * h
-        head = batch * (h * h + h * self.num_labels)
-        return 2.0 * (self.num_layers * per_layer + head)
-
-    def metadata(self) -> dict[str, str]:
-        """ONNX metadata_props that let a bare .onnx file be benchmarked with FLOP counts."""
-        return {f"{_META_PREFIX}{k}": str(v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_metadata(cls, props: dict[str, str]) -> "ModelSpec | None":
-        try:
-            return cls(**{k: int(props[f"{_META_PREFIX}{k}"]) for k in cls.__dataclass_fields__})
-        except (KeyError, ValueError):
-            return None
-
-
-# ------------------------------------------------------------------------------------------ tokenizer and labels
+# ------------------------------------------------------------------------------------------------------ tokenizer
 def find_tokenizer(path: str | Path) -> Path:
     """The tokenizer.json for a model: inside a model directory, or beside / one level above an .onnx file.
 
@@ -88,66 +44,6 @@ def find_tokenizer(path: str | Path) -> Path:
         if cand.is_file():
             return cand
     raise KitError(f"{path}: no tokenizer.json in {base} or {base.parent}; pass a tokenizer explicitly")
-
-
-def load_tokenizer(path: str | Path, max_length: int) -> Any:
-    """A `tokenizers.Tokenizer` (what the server uses) truncating at `max_length` and padding to the longest text.
-
-    Args:
-        path: a tokenizer.json, or a model directory / .onnx file to find one for.
-        max_length: truncation length in tokens.
-    """
-    from tokenizers import Tokenizer
-
-    path = Path(path)
-    tok = Tokenizer.from_file(str(path if path.suffix == ".json" else find_tokenizer(path)))
-    tok.enable_truncation(max_length=max_length)
-    pad_id = tok.token_to_id("[PAD]")
-    tok.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
-    return tok
-
-
-def encode(tok: Any, texts: list[str], pad_to: int | None = None) -> dict[str, np.ndarray]:
-    """Tokenize a batch into the int64 arrays of the serving contract.
-
-    Args:
-        tok: a tokenizer from load_tokenizer.
-        texts: the batch.
-        pad_to: pad every row to exactly this length (benchmarks); None: to the longest row.
-    """
-    if pad_to is not None:
-        trunc = tok.truncation
-        tok.enable_truncation(max_length=pad_to)
-        tok.enable_padding(pad_id=tok.padding["pad_id"], pad_token=tok.padding["pad_token"], length=pad_to)
-    try:
-        encs = tok.encode_batch(list(texts))
-    finally:
-        if pad_to is not None:
-            tok.enable_padding(pad_id=tok.padding["pad_id"], pad_token=tok.padding["pad_token"])
-            if trunc:
-                tok.enable_truncation(max_length=trunc["max_length"])
-            else:
-                tok.no_truncation()
-    return {
-        "input_ids": np.asarray([e.ids for e in encs], dtype=np.int64),
-        "attention_mask": np.asarray([e.attention_mask for e in encs], dtype=np.int64),
-        "token_type_ids": np.asarray([e.type_ids for e in encs], dtype=np.int64),
-    }
-
-
-def read_labels(model_dir: str | Path) -> list[str]:
-    """Class names in id order: labels.json ({"labels": [...]}) if present, else config.json's id2label."""
-    model_dir = Path(model_dir)
-    lf = model_dir / "labels.json"
-    if lf.is_file():
-        labels = json.loads(lf.read_text()).get("labels")
-        if not isinstance(labels, list) or not labels:
-            raise KitError(f"{lf}: expected {{\"labels\": [...]}} with at least one label")
-        return [str(x) for x in labels]
-    cfg = json.loads((model_dir / "config.json").read_text())
-    id2label = cfg.get("id2label") or {}
-    n = cfg.get("num_labels") or len(id2label)
-    return [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
 
 
 # ------------------------------------------------------------------------------------------------------ PyTorch
@@ -199,32 +95,6 @@ def gpu_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def ort_session(path: str | Path, threads: int, gpu: bool = False) -> Any:
-    """An ONNX Runtime session with a fixed number of intra-op threads (so every variant gets the same CPU).
-
-    Args:
-        path: the .onnx file.
-        threads: intra-op threads; inter-op is 1 (a BERT graph is a chain, parallel branches do not pay).
-        gpu: run on CUDA (fp16 variants).
-    """
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
-    return ort.InferenceSession(str(path), sess_options=so, providers=providers)
-
-
-def onnx_logits(session: Any, batch: dict[str, np.ndarray]) -> np.ndarray:
-    """Run a session on an encoded batch, feeding only the inputs the graph declares."""
-    names = {i.name for i in session.get_inputs()}
-    return np.asarray(session.run([OUTPUT_NAME], {k: v for k, v in batch.items() if k in names})[0], dtype=np.float32)
-
-
 def _set_metadata(path: Path, spec: ModelSpec, extra: dict[str, str]) -> None:
     """Stamp the model spec and provenance into the ONNX file (the optimizer and quantizer drop them)."""
     import onnx
@@ -232,13 +102,12 @@ def _set_metadata(path: Path, spec: ModelSpec, extra: dict[str, str]) -> None:
     m = onnx.load(str(path))
     props = {p.key: p.value for p in m.metadata_props}
     props.update(spec.metadata())
-    props.update({f"{_META_PREFIX}{k}": v for k, v in extra.items()})
+    props.update({f"{META_PREFIX}{k}": v for k, v in extra.items()})
     del m.metadata_props[:]
     for k, v in sorted(props.items()):
         m.metadata_props.add(key=k, value=v)
     with atomic_path(path, suffix=".onnx") as tmp:
         onnx.save(m, str(tmp))
-    path.chmod(0o644)  # temp files are 0600; model files are meant to be shared
 
 
 def export_onnx(model: Any, out_path: str | Path, opset: int = 17) -> Path:
@@ -305,7 +174,7 @@ def check_parity(
         ParityError: the difference exceeds atol (the message gives the max difference and where).
     """
     ref = torch_logits(model, batch)
-    got = onnx_logits(ort_session(onnx_path, threads), batch)
+    got = session_logits(make_session(onnx_path, threads), batch)
     if got.shape != ref.shape:
         raise ParityError(onnx_path, float("inf"), atol, f"logits shape {got.shape} != PyTorch {ref.shape}")
     diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
@@ -347,10 +216,7 @@ def optimize_graph(src: str | Path, dst: str | Path, spec: ModelSpec) -> Path:
 
 def fused_note(path: Path) -> str:
     """The fused-op counts optimize_graph stamped into a file's metadata, as a one-line note."""
-    import onnx
-
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return f"fused ops: {props.get(_META_PREFIX + 'fused', '{}')}"
+    return f"fused ops: {read_onnx_metadata(path).get(META_PREFIX + 'fused', '{}')}"
 
 
 def quantize_int8(

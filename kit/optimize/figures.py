@@ -1,5 +1,5 @@
 """Tables and figures of a benchmark report, and the per-variant rows that serving selection and the headline use.
-Pure functions of benchmark() / evaluate() results; pandas and matplotlib are imported lazily."""
+Pure functions of benchmark() / evaluate() results and of the stage's BenchReport; pandas and matplotlib load lazily."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ from typing import Any
 
 import numpy as np
 
+from kit.core.reports import BenchHeadline, BenchReport
+
 __all__ = [
     "summary_table",
     "accuracy_table",
+    "variants_table",
+    "candidates_table",
+    "headline_table",
     "plot_throughput",
     "plot_accuracy_latency",
     "selection_rows",
@@ -62,6 +67,27 @@ def accuracy_table(accuracy: dict[str, dict[str, float]], reference: str) -> Any
             for n, a in accuracy.items()
         ]
     ).round(4)
+
+
+def variants_table(report: BenchReport) -> Any:
+    """The built variant files: size, parity with PyTorch, notes (fused-op counts, quantisation settings)."""
+    import pandas as pd
+
+    return pd.DataFrame(report.variants)[["name", "size_mb", "parity_max_diff", "notes"]]
+
+
+def candidates_table(report: BenchReport) -> Any:
+    """The selection's candidates, fastest first, and whether each kept macro-F1 within the budget."""
+    import pandas as pd
+
+    return pd.DataFrame(report.candidates)[["variant", "speedup", "macro_f1", "f1_drop", "agreement", "qualifies"]]
+
+
+def headline_table(report: BenchReport) -> Any:
+    """The served variant's target figures as one column (the batch sizes they were taken at included)."""
+    import pandas as pd
+
+    return pd.Series(report.headline.model_dump(), dtype=object)
 
 
 def plot_throughput(bench: dict[str, Any]) -> Any:
@@ -135,7 +161,7 @@ def selection_rows(bench: dict[str, Any], accuracy: dict[str, dict[str, float]])
 def headline(
     bench: dict[str, Any], accuracy: dict[str, dict[str, float]], variant: str, target: float = 3.0,
     max_f1_drop: float = 0.01,
-) -> dict[str, Any]:
+) -> BenchHeadline:
     """The stage's target figures for `variant`: throughput ratio at the largest batch, p50-latency ratio at the
     smallest batch (both over the reference, same run, first sequence length) and macro-F1 drop in points."""
     s = bench["settings"]["seq_lengths"][0]
@@ -144,20 +170,22 @@ def headline(
     ref = bench["reference"]
     big, small = rows[(variant, bmax)], rows[(variant, bmin)]
     drop = 100 * (accuracy[ref]["macro_f1"] - accuracy[variant]["macro_f1"])
-    return {
-        "variant": variant,
-        "seq_len": s,
-        f"throughput_ratio_b{bmax}": big["speedup"],
-        f"throughput_b{bmax}_seq_s": big["throughput_seq_s"],
-        f"reference_throughput_b{bmax}_seq_s": rows[(ref, bmax)]["throughput_seq_s"],
-        f"p50_latency_ratio_b{bmin}": small["speedup"],
-        f"p50_latency_b{bmin}_ms": small["latency_ms"]["p50"],
-        f"reference_p50_latency_b{bmin}_ms": rows[(ref, bmin)]["latency_ms"]["p50"],
-        "macro_f1": accuracy[variant]["macro_f1"],
-        "reference_macro_f1": accuracy[ref]["macro_f1"],
-        "macro_f1_drop_points": drop,
-        "target_ratio": target,
-        "meets_throughput_target": big["speedup"] >= target,
-        "meets_latency_target": small["speedup"] >= target,
-        "meets_f1_target": drop <= 100 * max_f1_drop + 1e-9,
-    }
+    return BenchHeadline(
+        variant=variant,
+        seq_len=s,
+        throughput_batch_size=bmax,
+        throughput_ratio=big["speedup"],
+        throughput_seq_s=big["throughput_seq_s"],
+        reference_throughput_seq_s=rows[(ref, bmax)]["throughput_seq_s"],
+        latency_batch_size=bmin,
+        latency_ratio=small["speedup"],
+        p50_latency_ms=small["latency_ms"]["p50"],
+        reference_p50_latency_ms=rows[(ref, bmin)]["latency_ms"]["p50"],
+        macro_f1=accuracy[variant]["macro_f1"],
+        reference_macro_f1=accuracy[ref]["macro_f1"],
+        macro_f1_drop_points=drop,
+        target_ratio=target,
+        meets_throughput_target=big["speedup"] >= target,
+        meets_latency_target=small["speedup"] >= target,
+        meets_f1_target=drop <= 100 * max_f1_drop + 1e-9,
+    )

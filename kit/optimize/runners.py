@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from kit.core.errors import DataError, KitError
-from kit.optimize.export import ModelSpec, load_classifier, model_spec, onnx_logits, ort_session, torch_logits
+from kit.optimize.export import load_classifier, model_spec, torch_logits
+from kit.optimize.metadata import ModelSpec
+from kit.serve.model import make_session, session_logits
 
 __all__ = [
     "rss_mb",
@@ -105,7 +107,6 @@ def load_runner(path: str | Path, threads: int, name: str | None = None) -> Runn
     Raises:
         KitError: the path is neither.
     """
-    import onnx
     import onnxruntime  # noqa: F401  (imported before measuring, so library load is not charged to the model)
 
     path = Path(path)
@@ -114,12 +115,12 @@ def load_runner(path: str | Path, threads: int, name: str | None = None) -> Runn
     if path.is_file() and path.suffix == ".onnx":
         trim()
         before = rss_mb()
-        sess = ort_session(path, threads)
-        fn = lambda b: onnx_logits(sess, b)  # noqa: E731
+        # The server's own session (kit.serve.model): what is measured here is what gets served.
+        sess = make_session(path, threads)
+        fn = lambda b: session_logits(sess, b)  # noqa: E731
         _touch(fn)
         trim()
-        props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        spec = ModelSpec.from_metadata(props)
+        spec = ModelSpec.from_metadata(sess.get_modelmeta().custom_metadata_map)
         if spec is None and (path.parent / "config.json").is_file():
             from transformers import AutoConfig
 

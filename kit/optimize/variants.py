@@ -3,30 +3,28 @@ Then choose the variant to serve and write the serving directory the model serve
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kit.core.errors import KitError
+from kit.core.io import atomic_path, rel_path, sha256_file, write_json, write_labels
+from kit.core.params import VARIANT_KINDS
 from kit.optimize.export import (
-    INPUT_NAMES,
-    OUTPUT_NAME,
     check_parity,
     convert_fp16,
-    encode,
     export_onnx,
     find_tokenizer,
     fused_note,
     gpu_available,
     load_classifier,
-    load_tokenizer,
     model_spec,
     optimize_graph,
     quantize_int8,
 )
-from kit.core.io import atomic_path, write_json
+from kit.optimize.metadata import is_kit_onnx
+from kit.serve.model import INPUT_NAMES, OUTPUT_NAME, encode, load_tokenizer
 
 __all__ = [
     "Variant",
@@ -50,17 +48,16 @@ class Variant:
     parity_max_diff: float | None = None
     notes: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, root: str | Path | None = None) -> dict[str, Any]:
+        """A JSON-ready record; with `root`, its paths relative to that project root (reports carry no machine path)."""
         d = asdict(self)
-        d["path"] = str(self.path)
+        d["path"] = rel_path(self.path, root) if root else str(self.path)
+        d["source"] = rel_path(self.source, root) if root else self.source
         d["size_mb"] = round(self.size_bytes / 2**20, 3)
         return d
 
 
 # --------------------------------------------------------------------------------------------- all variants
-_KINDS = ("fp32", "optimized", "int8", "fp16")
-
-
 def build_variants(
     model_dir: str | Path,
     out_dir: str | Path,
@@ -96,16 +93,16 @@ def build_variants(
     Raises:
         ParityError: an fp32 graph disagrees with PyTorch beyond atol.
     """
-    unknown = sorted(set(kinds) - set(_KINDS))
+    unknown = sorted(set(kinds) - set(VARIANT_KINDS))
     if unknown:
-        raise KitError(f"unknown variant kind(s) {unknown}; known: {list(_KINDS)}")
+        raise KitError(f"unknown variant kind(s) {unknown}; known: {list(VARIANT_KINDS)}")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = load_classifier(model_dir)
     spec = model_spec(model)
     tok_json = find_tokenizer(model_dir)
-    if not (out_dir / "tokenizer.json").is_file():
-        shutil.copyfile(tok_json, out_dir / "tokenizer.json")
+    with atomic_path(out_dir / "tokenizer.json", suffix=".json") as tmp:  # this model's, never a stale copy
+        shutil.copyfile(tok_json, tmp)
     batch = encode(load_tokenizer(tok_json, max_length), parity_texts)
 
     def _variant(kind: str, path: Path, diff: float | None = None, notes: list[str] | None = None) -> Variant:
@@ -143,7 +140,8 @@ def build_all(
     out_dir: str | Path,
 ) -> dict[str, Any]:
     """Build every variant `opt.variants` asks for: teacher exports, then (if any student_* is asked) distil and
-    export the student. Old .onnx files in out_dir are removed first, so the directory holds exactly this run's.
+    export the student. The kit's old .onnx files in out_dir are removed first, so it holds exactly this run's
+    variants; an .onnx file the kit did not write (no kit metadata) is left alone.
 
     Args:
         opt: the `optimize` params section.
@@ -165,7 +163,8 @@ def build_all(
         raise KitError(f"{model_dir}: no fine-tuned model (config.json missing); run the finetune stage first")
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.onnx"):
-        old.unlink()
+        if is_kit_onnx(old):
+            old.unlink()
     test_texts, _ = read_texts(test_path, label_column=None)
     parity = test_texts[: opt.parity_rows]
     int8 = {"per_channel": opt.int8_per_channel, "reduce_range": opt.int8_reduce_range, "weight_type": opt.int8_weight_type}
@@ -236,15 +235,6 @@ def select_variant(
     }
 
 
-def _sha256(*paths: Path) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def write_serving(
     onnx_path: str | Path,
     tokenizer_json: str | Path,
@@ -287,8 +277,8 @@ def write_serving(
     tok = load_tokenizer(tokenizer_json, max_length)
     with atomic_path(out_dir / "tokenizer.json", suffix=".json") as tmp:
         tok.save(str(tmp))
-    write_json(out_dir / "labels.json", {"labels": list(labels)})
-    version = _sha256(out_dir / "model.onnx", out_dir / "tokenizer.json", out_dir / "labels.json")[:12]
+    write_labels(out_dir / "labels.json", labels)
+    version = sha256_file(out_dir / "model.onnx", out_dir / "tokenizer.json", out_dir / "labels.json")[:12]
     serving = {
         "max_length": max_length,
         "padding": "longest",
@@ -301,9 +291,6 @@ def write_serving(
         "version": version,
     }
     write_json(out_dir / "serving.json", serving)
-    record = {**selection, "version": version, "model_sha256": _sha256(out_dir / "model.onnx")}
+    record = {**selection, "version": version, "model_sha256": sha256_file(out_dir / "model.onnx")}
     write_json(out_dir / "selection.json", record)
-    for f in ("model.onnx", "tokenizer.json", "labels.json", "serving.json", "selection.json"):
-        # Temp files are created 0600; the server may run as another (non-root) user in its container.
-        (out_dir / f).chmod(0o644)
     return record

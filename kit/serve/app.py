@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from kit.serve.batcher import MicroBatcher, ModelMeta, ModelUnavailable, OnnxTextClassifier, read_model_dir
+from kit.serve.batcher import MicroBatcher, ModelUnavailable
+from kit.serve.model import ModelMeta, OnnxTextClassifier, read_model_dir
 from kit.core.errors import KitError
 from kit.serve.telemetry import CONTENT_TYPE_LATEST, ObserveMiddleware, ServeMetrics, setup_access_log
 from kit.core.params import ServeParams

@@ -1,140 +1,19 @@
-"""The serving model (ONNX Runtime session + `tokenizers` fast tokenizer, no torch) and the asyncio micro-batcher
-that groups concurrent requests into one model run, executed in a single worker thread so the event loop stays free."""
+"""The asyncio micro-batcher: groups concurrent requests into one model run, executed in a single worker thread so the
+event loop stays free, and waits for company no longer than one run's fixed cost (`RunCost`). The model: kit.serve.model."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kit.core.errors import ModelDirError
-
-__all__ = ["ModelMeta", "read_model_dir", "OnnxTextClassifier", "MicroBatcher", "ModelUnavailable", "RunCost"]
-
-REQUIRED_FILES = ("model.onnx", "tokenizer.json", "labels.json")
-
-
-@dataclass(frozen=True)
-class ModelMeta:
-    """What the server needs to know about a serving model dir before loading it."""
-
-    model_dir: Path
-    labels: list[str]
-    variant: str
-    version: str
-    max_length: int
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelDirError(f"{path}: cannot read JSON: {exc}") from None
-
-
-def read_model_dir(model_dir: str | Path, default_max_length: int) -> ModelMeta:
-    """Check a serving model dir and read its small metadata files (fast; the model itself is loaded later).
-
-    Args:
-        model_dir: dir with model.onnx, tokenizer.json, labels.json and optionally selection.json, serving.json.
-        default_max_length: truncation length when serving.json is absent.
-
-    Returns:
-        The metadata (selection.json absent: variant and version "unknown").
-
-    Raises:
-        ModelDirError: the dir or a required file is missing, or a JSON file is malformed.
-    """
-    d = Path(model_dir)
-    if not d.is_dir():
-        raise ModelDirError(f"{d}: model dir not found")
-    missing = [f for f in REQUIRED_FILES if not (d / f).is_file()]
-    if missing:
-        raise ModelDirError(f"{d}: missing {', '.join(missing)} (expected the optimize stage's serving dir)")
-    labels = _read_json(d / "labels.json")
-    labels = labels.get("labels") if isinstance(labels, dict) else None
-    if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)):
-        raise ModelDirError(f"{d / 'labels.json'}: expected {{\"labels\": [at least two strings in id order]}}")
-    if len(set(labels)) != len(labels):
-        raise ModelDirError(f"{d / 'labels.json'}: labels must be unique, got {labels}")
-    selection = _read_json(d / "selection.json") if (d / "selection.json").is_file() else {}
-    serving = _read_json(d / "serving.json") if (d / "serving.json").is_file() else {}
-    max_length = serving.get("max_length", default_max_length) if isinstance(serving, dict) else default_max_length
-    if not isinstance(max_length, int) or isinstance(max_length, bool) or not 2 <= max_length <= 8192:
-        raise ModelDirError(f"{d / 'serving.json'}: max_length must be an integer in [2, 8192], got {max_length!r}")
-    sel = selection if isinstance(selection, dict) else {}
-    return ModelMeta(d, labels, str(sel.get("variant", "unknown")), str(sel.get("version", "unknown")), max_length)
-
-
-class OnnxTextClassifier:
-    """Tokenise a batch (padded to its longest text only) and run the ONNX classifier; returns probabilities."""
-
-    def __init__(self, meta: ModelMeta, threads: int):
-        """Args:
-        meta: from `read_model_dir`.
-        threads: ONNX Runtime intra-op threads.
-
-        Raises:
-            ModelDirError: the tokenizer or the ONNX graph cannot be loaded, or the graph's output width differs
-                from the number of labels.
-        """
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
-        d = meta.model_dir
-        try:
-            tok = Tokenizer.from_file(str(d / "tokenizer.json"))
-        except Exception as exc:  # the Rust side raises a bare Exception
-            raise ModelDirError(f"{d / 'tokenizer.json'}: cannot load tokenizer: {exc}") from None
-        pad = tok.padding or {}
-        # The shipped tokenizer.json pads to a fixed 128; pad to the batch's longest instead (less compute).
-        tok.enable_padding(
-            pad_id=pad.get("pad_id", 0), pad_type_id=pad.get("pad_type_id", 0), pad_token=pad.get("pad_token", "[PAD]")
-        )
-        tok.enable_truncation(max_length=meta.max_length)
-        self.tokenizer = tok
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1  # one inference at a time: parallelism lives inside the ops
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle ORT threads spin by default, burning the cores the event loop and tokenizer need between batches.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(d / "model.onnx"), so, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ModelDirError(f"{d / 'model.onnx'}: cannot load ONNX model: {exc}") from None
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        unknown = set(self.input_names) - {"input_ids", "attention_mask", "token_type_ids"}
-        if unknown or "input_ids" not in self.input_names:
-            raise ModelDirError(f"{d / 'model.onnx'}: unexpected inputs {self.input_names}")
-        outputs = [o.name for o in self.session.get_outputs()]
-        self.output_name = "logits" if "logits" in outputs else outputs[0]
-        width = self.session.get_outputs()[outputs.index(self.output_name)].shape[-1]
-        if isinstance(width, int) and width != len(meta.labels):
-            raise ModelDirError(f"{d}: model has {width} outputs but labels.json lists {len(meta.labels)} labels")
-        self.meta = meta
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """Class probabilities, float32 [len(texts), num_labels]."""
-        encs = self.tokenizer.encode_batch(texts)
-        feeds = {"input_ids": np.array([e.ids for e in encs], dtype=np.int64)}
-        if "attention_mask" in self.input_names:
-            feeds["attention_mask"] = np.array([e.attention_mask for e in encs], dtype=np.int64)
-        if "token_type_ids" in self.input_names:
-            feeds["token_type_ids"] = np.array([e.type_ids for e in encs], dtype=np.int64)
-        logits = self.session.run([self.output_name], feeds)[0].astype(np.float32, copy=False)
-        z = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+__all__ = ["MicroBatcher", "ModelUnavailable", "RunCost"]
 
 
 class ModelUnavailable(Exception):
