@@ -308,10 +308,14 @@ async def _closed_loop(
     measure_from = loop_t0 + warmup_s
     deadline = measure_from + duration_s
     on_measure = marks.pop("on_measure")
+    snapshot = marks.pop("snapshot", None)
 
     async def mark() -> None:
         await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
         on_measure()
+        if snapshot is not None:
+            # A blocking HTTP GET: in a thread, so the workers keep sending while the window opens.
+            marks["snapshot"] = await asyncio.to_thread(snapshot)
 
     async def worker(i: int) -> None:
         nonlocal errors
@@ -418,7 +422,6 @@ def load_level(
     state: dict[str, Any] = {}
 
     def on_measure() -> None:
-        state["batches0"] = _batch_counters(url) if server_pid else None
         state["t0"] = time.perf_counter()
         state["client_cpu0"] = _cpu_s(me)
         if srv:
@@ -427,6 +430,8 @@ def load_level(
         psutil.cpu_percent(None)  # resets the machine-wide counter
 
     marks: dict[str, Any] = {"on_measure": on_measure}
+    if server_pid:
+        marks["snapshot"] = lambda: _batch_counters(url)  # the server's batch counters at the window start
     records, errors = _run_async(_closed_loop(url, texts, concurrency, duration_s, warmup_s, marks))
     t1 = time.perf_counter()
     machine_cpu = psutil.cpu_percent(None)
@@ -453,7 +458,7 @@ def load_level(
     )
     if srv:
         # The server's own count of texts per model run over the window: what micro-batching actually formed.
-        b0, b1 = state.get("batches0"), _batch_counters(url)
+        b0, b1 = marks.get("snapshot"), _batch_counters(url)
         if b0 and b1 and b1[1] > b0[1]:
             row["mean_batch_size"] = round((b1[0] - b0[0]) / (b1[1] - b0[1]), 2)
         if b1 and b1[2] is not None:  # the adaptive wait the batcher had settled on by the end of the window

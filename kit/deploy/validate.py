@@ -3,6 +3,7 @@ Needs no cluster; validate_dir runs both on a directory and returns one report w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kit.core.errors import DeployError, KitError
-from kit.core.io import project_root
+from kit.core.io import project_root, rel_path
 from kit.deploy.manifests import load_manifests
 
 __all__ = [
@@ -293,6 +294,20 @@ class ValidationReport:
     def ok(self) -> bool:
         return all(not r["errors"] for r in self.schema) and (self.checkov is None or self.checkov.ok)
 
+    def failing_files(self) -> list[str]:
+        """Every file with a schema error or a failed checkov check, sorted."""
+        bad = {r["file"] for r in self.schema if r["errors"]}
+        bad |= {f["file"] for f in (self.checkov.failed if self.checkov else [])}
+        return sorted(bad)
+
+    def relative_to(self, root: str | Path) -> ValidationReport:
+        """The same report with every file named relative to `root` (what reports and notebooks may show)."""
+        rows = [{**r, "file": rel_path(r["file"], root)} for r in self.schema]
+        ck = self.checkov
+        if ck is not None:
+            ck = dataclasses.replace(ck, failed=[{**f, "file": rel_path(f["file"], root)} for f in ck.failed])
+        return ValidationReport(schema=rows, checkov=ck, checkov_note=self.checkov_note)
+
     def lines(self) -> list[str]:
         """Human-readable summary, one line per problem plus totals."""
         out = []
@@ -313,20 +328,23 @@ class ValidationReport:
         return out
 
 
-def validate_dir(directory: str | Path, version: str, checkov: bool | None = None) -> ValidationReport:
+def validate_dir(
+    directory: str | Path, version: str, checkov: bool | None = None, *, root: str | Path | None = None
+) -> ValidationReport:
     """Schema-validate every manifest under `directory` and scan the directory with checkov.
 
     Args:
         directory: rendered manifests.
         version: Kubernetes version for the schemas.
         checkov: True: require checkov; False: skip it; None: run it when installed, else note why not.
+        root: project root whose .tools/checkov is looked for (default: found from cwd).
 
     Returns:
         The report (`.ok` is the verdict).
     """
     docs = load_manifests(directory)
     rows = schema_validate(docs, version)
-    exe = find_checkov() if checkov is not False else None
+    exe = find_checkov(root) if checkov is not False else None
     if checkov is True and exe is None:
         raise DeployError("checkov not found: run scripts/tools.sh (creates .tools/checkov) or set KIT_CHECKOV")
     if exe is None:
