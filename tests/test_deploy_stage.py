@@ -121,3 +121,24 @@ def test_invalid_manifests_fail_the_stage_naming_the_files(ran, monkeypatch):
     written = read_report(root / LAYOUT.serve_report, ServeReport)
     assert written.manifests.ok is False
     assert any("deploy/k8s/online/hpa.yaml" in line and "minReplicaz" in line for line in written.manifests.lines)
+
+
+def test_package_apis_load_lazily_and_resolve():
+    import subprocess
+    import sys
+
+    import kit.deploy
+    import kit.serve
+
+    # The CLI mounts kit.deploy.commands and kit.serve.commands: importing them must not load the heavy parts.
+    probe = ("import sys, kit.deploy.commands, kit.serve.commands; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in {'fastapi', 'onnxruntime', 'kubernetes', "
+             "'numpy', 'torch', 'transformers', 'sklearn'} or m in {'kit.serve.app', 'kit.deploy.manifests'}))")  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
+    for pkg in (kit.deploy, kit.serve):
+        assert pkg.__doc__ and all(getattr(pkg, name) is not None for name in pkg.__all__)
+        assert set(pkg.__all__) <= set(dir(pkg))
+    assert kit.deploy.run_deploy.__module__ == "kit.deploy.stage"
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        kit.deploy.nothing  # noqa: B018
