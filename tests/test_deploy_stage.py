@@ -28,14 +28,18 @@ TINY = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
+def _tiny_project(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(TINY))
     (root / "dvc.yaml").write_text("stages: {}\n")
     shutil.copytree(tiny_serving_dir(), root / LAYOUT.serving_dir)  # a copy, not a link: paths stay inside root
     write_texts_parquet(root / LAYOUT.split("test"), TEXTS * 5)
     return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return _tiny_project(tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +146,22 @@ def test_package_apis_load_lazily_and_resolve():
     assert kit.deploy.run_deploy.__module__ == "kit.deploy.stage"
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         kit.deploy.nothing  # noqa: B018
+
+
+def test_notebook_only_calls_run_deploy_and_its_outputs_hold_no_machine_path(tmp_path):
+    from kit.core.runner import STAGES, run_stage
+
+    repo = Path(__file__).resolve().parents[1]
+    nb = json.loads((repo / STAGES["deploy"].notebook).read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert code.count("run_deploy(P, ROOT)") == 1
+    assert not re.search(r"write_|save_|render\(|validate_dir|run_loadtest|open\(", code)  # no work, no writes
+
+    root = _tiny_project(tmp_path / "proj")
+    (root / "notebooks").mkdir()
+    shutil.copy(repo / STAGES["deploy"].notebook, root / "notebooks")
+    executed = json.loads(run_stage("deploy", root=root).read_text())
+    outputs = json.dumps([c.get("outputs", []) for c in executed["cells"] if c["cell_type"] == "code"])
+    assert "schema: 10/10 manifests valid" in outputs and "image/png" in outputs
+    for needle in (str(root), str(root.resolve()), str(tmp_path), str(tiny_serving_dir().parent)):
+        assert needle not in outputs, needle
