@@ -153,15 +153,11 @@ def run_loadtest(
     Returns:
         The report (what reports/serve.json holds).
     """
-    import psutil
-    from tqdm import tqdm
-
     from kit.serve.batcher import OnnxTextClassifier, read_model_dir
 
     d = deploy
     meta = read_model_dir(model_dir, int(serve.get("max_length", 64)))
-    bs, threads = int(serve["max_batch_size"]), int(serve["threads"])
-    nobatch_levels = d.nobatch_levels if d.nobatch_levels is not None else d.concurrency_levels
+    threads = int(serve["threads"])
     work_dir = Path(work_dir)
     # Other work on the machine competes with the server; the load averages make that visible in the report.
     load_before = os.getloadavg()[0]
@@ -175,27 +171,7 @@ def run_loadtest(
             model_dir, {**serve, "max_batch_size": 1}, work_dir, "nobatch", d.startup_timeout_s, probe_text=texts[0]
         )
         smoke = smoke_test(servers["batching"].url, texts, meta.labels)
-        model = OnnxTextClassifier(meta, threads)
-        bare, bare1 = [], []
-        levels, nobatch = [], []
-        plan = [("bare", None)]
-        for c in d.concurrency_levels:
-            plan.append(("batching", c))
-            if c in nobatch_levels:
-                plan.append(("nobatch", c))
-        plan.append(("bare", None))
-        bar = tqdm(plan, desc="load test", disable=not progress, file=sys.stderr)
-        for kind, c in bar:
-            bar.set_postfix_str(f"{kind} c={c}" if c else kind)
-            if kind == "bare":
-                bare.append(bare_benchmark(model_dir, texts, bs, threads, d.bare_seconds, model=model))
-                bare1.append(bare_benchmark(model_dir, texts, 1, threads, d.bare_seconds / 2, model=model))
-                continue
-            h = servers[kind]
-            row = load_level(h.url, texts, c, d.duration_s, d.warmup_s, h.pid, d.sample_interval_s)
-            row["batching"] = kind == "batching"
-            (levels if kind == "batching" else nobatch).append(row)
-        del model
+        runs = _run_plan(servers, OnnxTextClassifier(meta, threads), model_dir, texts, serve, d, progress)
         grace = float(serve.get("graceful_timeout_s", 30)) + 10
         stops = {k: stop_server(h, timeout_s=grace) for k, h in servers.items()}
     finally:
@@ -209,19 +185,7 @@ def run_loadtest(
         "size_mib": round((Path(model_dir) / "model.onnx").stat().st_size / 2**20, 2),
         "max_length": meta.max_length,
     }
-    report["config"] = {
-        "serve": {k: serve[k] for k in ("max_batch_size", "max_delay_ms", "batch_wait", "threads") if k in serve},
-        "concurrency_levels": list(d.concurrency_levels),
-        "nobatch_levels": list(nobatch_levels),
-        "duration_s": d.duration_s,
-        "warmup_s": d.warmup_s,
-        "texts": len(texts),
-        "cpu_count": psutil.cpu_count(),
-        "load_avg_1m_before": round(load_before, 2),
-        "load_avg_1m_after": round(os.getloadavg()[0], 2),
-        "client": "closed loop: one asyncio event loop, one keep-alive HTTP/1.1 connection per client, on the same "
-        "machine as the server; each request carries one text",
-    }
+    report["config"] = _config_section(serve, d, len(texts), load_before)
     report["smoke_test"] = smoke
     report["cold_start"] = {
         "ready_s": round(servers["batching"].ready_s, 3),
@@ -229,16 +193,76 @@ def run_loadtest(
         "nobatch_ready_s": round(servers["nobatch"].ready_s, 3),
     }
     report["shutdown"] = stops
-    report["levels"] = levels
-    report["nobatch_levels"] = nobatch
-    report.update(summarize(levels, nobatch, bare, d.ratio_concurrency, d.p99_target_ms))
-    report["bare"] = _bare_section(bare, bare1, bs)
+    levels, nobatch = runs["batching"], runs["nobatch"]
+    report["levels"], report["nobatch_levels"] = levels, nobatch
+    report.update(summarize(levels, nobatch, runs["bare"], d.ratio_concurrency, d.p99_target_ms))
+    report["bare"] = _bare_section(runs["bare"], runs["bare1"], int(serve["max_batch_size"]))
     # Each text padded alone costs less than in a batch padded to its longest text; whether batching can pay at all
     # on this machine shows in the bare-model ratio of the two, and the HTTP cost in nobatch server / bare unbatched.
     unbatched = report["bare"]["unbatched"]["throughput_rps"]
     nb = next((r for r in nobatch if r["concurrency"] == report["ratio_concurrency"]), None)
     report["nobatch_over_bare_unbatched"] = round(nb["throughput_rps"] / unbatched, 3) if nb and unbatched else None
     return report
+
+
+def _nobatch_levels(deploy: Any) -> list[int]:
+    return list(deploy.nobatch_levels if deploy.nobatch_levels is not None else deploy.concurrency_levels)
+
+
+def _run_plan(
+    servers: dict[str, ServerHandle], model: Any, model_dir: str | Path, texts: list[str], serve: dict[str, Any],
+    deploy: Any, progress: bool,
+) -> dict[str, list[dict[str, Any]]]:
+    """Bare model, then each level on the batching server and (where listed) the max-batch-1 one, then bare again.
+
+    Returns:
+        The rows by kind: "batching", "nobatch" (load_level rows), "bare", "bare1" (bare_benchmark runs at
+        serve.max_batch_size and at batch size 1).
+    """
+    from tqdm import tqdm
+
+    d = deploy
+    bs, threads = int(serve["max_batch_size"]), int(serve["threads"])
+    nobatch_levels = _nobatch_levels(d)
+    plan: list[tuple[str, int | None]] = [("bare", None)]
+    for c in d.concurrency_levels:
+        plan.append(("batching", c))
+        if c in nobatch_levels:
+            plan.append(("nobatch", c))
+    plan.append(("bare", None))
+    runs: dict[str, list[dict[str, Any]]] = {"batching": [], "nobatch": [], "bare": [], "bare1": []}
+    bar = tqdm(plan, desc="load test", disable=not progress, file=sys.stderr)
+    for kind, c in bar:
+        bar.set_postfix_str(f"{kind} c={c}" if c else kind)
+        if kind == "bare":
+            runs["bare"].append(bare_benchmark(model_dir, texts, bs, threads, d.bare_seconds, model=model))
+            runs["bare1"].append(bare_benchmark(model_dir, texts, 1, threads, d.bare_seconds / 2, model=model))
+            continue
+        h = servers[kind]
+        row = load_level(h.url, texts, c, d.duration_s, d.warmup_s, h.pid, d.sample_interval_s)
+        row["batching"] = kind == "batching"
+        runs[kind].append(row)
+    return runs
+
+
+def _config_section(serve: dict[str, Any], deploy: Any, n_texts: int, load_before: float) -> dict[str, Any]:
+    """What was measured with: the serve settings that shape batching, the plan, and the machine's load."""
+    import psutil
+
+    d = deploy
+    return {
+        "serve": {k: serve[k] for k in ("max_batch_size", "max_delay_ms", "batch_wait", "threads") if k in serve},
+        "concurrency_levels": list(d.concurrency_levels),
+        "nobatch_levels": _nobatch_levels(d),
+        "duration_s": d.duration_s,
+        "warmup_s": d.warmup_s,
+        "texts": n_texts,
+        "cpu_count": psutil.cpu_count(),
+        "load_avg_1m_before": round(load_before, 2),
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        "client": "closed loop: one asyncio event loop, one keep-alive HTTP/1.1 connection per client, on the same "
+        "machine as the server; each request carries one text",
+    }
 
 
 def _bare_section(bare: list[dict[str, Any]], bare1: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
