@@ -111,7 +111,7 @@ class EchoServer:
     """The stand-in app in a subprocess on a free loopback port."""
 
     def __init__(self, tmp: Path):
-        from kit.deploy.loadclient import free_port
+        from kit.deploy.servers import free_port
 
         self.port = free_port()
         script = tmp / "echo_app.py"
@@ -161,7 +161,7 @@ class FakeKubeAPI:
         from fastapi import FastAPI
         from fastapi.responses import JSONResponse
 
-        from kit.deploy.loadclient import free_port
+        from kit.deploy.servers import free_port
 
         self.calls: list[tuple[str, str, dict, str]] = []
         self.reject: str | None = None

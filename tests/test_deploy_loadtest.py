@@ -9,10 +9,22 @@ import json
 import pytest
 
 from kit.core.errors import DataError, DeployError
-from kit.deploy.loadclient import load_level, smoke_test, start_server
-from kit.deploy.loadtest import bare_benchmark, plot_loadtest, run_loadtest, summarize, texts_from_parquet
 from kit.core.params import DeployParams, ServeParams
-from tests.fixtures_deploy import TEXTS, EchoServer, tiny_serving_dir, write_texts_parquet
+from kit.deploy.loadclient import load_level
+from kit.deploy.loadtest import (
+    bare_benchmark,
+    run_loadtest,
+    summarize,
+    texts_from_parquet,
+)
+from kit.deploy.plots import plot_loadtest
+from kit.deploy.servers import smoke_test, start_server
+from tests.fixtures_deploy import (
+    TEXTS,
+    EchoServer,
+    tiny_serving_dir,
+    write_texts_parquet,
+)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import yaml
 from kit.core.errors import ClusterUnavailableError, DataError, DeployError, ReportError
 from kit.core.params import load_params
 from kit.core.reports import write_report
+from kit.deploy.checkov import find_checkov, run_checkov
 from kit.deploy.manifests import (
     HEADER,
     MODEL_DIR_IN_IMAGE,
@@ -26,8 +27,13 @@ from kit.deploy.manifests import (
     render,
     size_from_report,
 )
-from kit.deploy.validate import find_checkov, run_checkov, schema_validate, validate_dir
-from tests.fixtures_deploy import TEXTS, serve_report, tiny_serving_dir, write_texts_parquet
+from kit.deploy.validate import schema_validate, validate_dir
+from tests.fixtures_deploy import (
+    TEXTS,
+    serve_report,
+    tiny_serving_dir,
+    write_texts_parquet,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S_VERSION = "1.33.0"

@@ -1,5 +1,5 @@
 """Load-test plan and results for `kit serve`: micro-batching on vs off across concurrency levels, cold start, and the
-bare-model ceiling on the same texts, summarized into reports/serve.json and plotted."""
+bare-model ceiling on the same texts, summarized into what reports/serve.json holds (plots: kit.deploy.plots)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from kit.deploy.loadclient import ServerHandle, load_level, pct, smoke_test, start_server, stop_server
+from kit.deploy.loadclient import load_level, pct
+from kit.deploy.servers import ServerHandle, smoke_test, start_server, stop_server
 
-__all__ = [
-    "bare_benchmark",
-    "summarize",
-    "run_loadtest",
-    "plot_loadtest",
-    "texts_from_parquet",
-    "save_plots",
-]
+__all__ = ["bare_benchmark", "summarize", "run_loadtest", "texts_from_parquet"]
 
 
 # ------------------------------------------------------------------------------------------- bare model
@@ -281,39 +275,6 @@ def _bare_section(bare: list[dict[str, Any]], bare1: list[dict[str, Any]], batch
     }
 
 
-def plot_loadtest(report: dict[str, Any]) -> tuple[Any, Any]:
-    """Two figures: throughput vs concurrency and p99 latency vs concurrency, micro-batching on vs off, with the
-    bare-model ceiling and the p99 target as reference lines."""
-    import matplotlib.pyplot as plt
-
-    on, off = report["levels"], report["nobatch_levels"]
-    figs = []
-    for key, title, ylabel in (
-        ("throughput_rps", "Throughput vs concurrency", "requests/s (1 text each)"),
-        ("p99_ms", "p99 latency vs concurrency", "p99 latency (ms)"),
-    ):
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-        ax.plot([r["concurrency"] for r in on], [r[key] for r in on], "o-", label="micro-batching on")
-        if off:
-            ax.plot([r["concurrency"] for r in off], [r[key] for r in off], "s--", label="max batch 1")
-        if key == "throughput_rps" and report.get("bare_throughput_rps"):
-            ax.axhline(report["bare_throughput_rps"], color="grey", ls=":",
-                       label=f"bare model, batch {report['bare']['batch_size']}")  # fmt: skip
-            ax.axhline(0.85 * report["bare_throughput_rps"], color="grey", ls="-.", lw=0.8, label="85% of bare")
-        if key == "p99_ms":
-            ax.axhline(report["p99_target_ms"], color="red", ls=":", label=f"target {report['p99_target_ms']:.0f} ms")
-            ax.set_yscale("log")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("concurrent clients")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        figs.append(fig)
-    return figs[0], figs[1]
-
-
 def texts_from_parquet(path: str | Path, column: str = "text", max_texts: int = 2000, seed: int = 0) -> list[str]:
     """Up to `max_texts` texts from a Parquet split, in a seeded random order (so the sample spans the file)."""
     import pyarrow.parquet as pq
@@ -332,20 +293,3 @@ def texts_from_parquet(path: str | Path, column: str = "text", max_texts: int = 
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(texts))[:max_texts]
     return [texts[i] for i in idx]
-
-
-def save_plots(report: dict[str, Any], plots_dir: str | Path) -> list[Path]:
-    """Save the two load-test figures as PNGs (serve_throughput.png, serve_p99.png), close them, return their paths.
-
-    Closed because the stage notebook shows the saved files: an open figure would also be drawn under the cell
-    that ran the stage."""
-    import matplotlib.pyplot as plt
-
-    from kit.core.io import save_figure
-
-    plots_dir = Path(plots_dir)
-    paths = []
-    for fig, name in zip(plot_loadtest(report), ("serve_throughput.png", "serve_p99.png")):
-        paths.append(save_figure(fig, plots_dir / name))
-        plt.close(fig)
-    return paths

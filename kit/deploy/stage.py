@@ -11,8 +11,9 @@ from kit.core.io import rel_path
 from kit.core.layout import LAYOUT
 from kit.core.params import Params
 from kit.core.reports import ManifestCheck, ServeReport, write_report
-from kit.deploy.loadtest import run_loadtest, save_plots, texts_from_parquet
+from kit.deploy.loadtest import run_loadtest, texts_from_parquet
 from kit.deploy.manifests import render
+from kit.deploy.plots import save_plots
 from kit.deploy.validate import validate_dir
 
 __all__ = ["run_deploy"]
