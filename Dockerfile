@@ -31,7 +31,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     HOME=/tmp
-# UID/GID 10001: above the host range, matching runAsUser in the Kubernetes manifests (kit/deploy/manifests.py RUN_AS_UID).
+# UID/GID 10001: above the host range, matching runAsUser in the Kubernetes manifests (kit/deploy/pod.py RUN_AS_UID).
 RUN groupadd --system --gid 10001 kit \
     && useradd --system --no-log-init --uid 10001 --gid kit --no-create-home --home-dir /tmp --shell /usr/sbin/nologin kit
 COPY --from=build /opt/venv /opt/venv

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fastapi import Request  # module level: FastAPI resolves the handler's (string) annotation from here
 
-__all__ = ["tiny_serving_dir", "write_texts_parquet", "EchoServer", "FakeKubeAPI", "TEXTS"]
+__all__ = ["tiny_serving_dir", "write_texts_parquet", "serve_report", "EchoServer", "FakeKubeAPI", "TEXTS"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +40,34 @@ def write_texts_parquet(path: Path, texts: list[str], column: str = "text") -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({column: texts, "label": ["neutral"] * len(texts)}), path)
     return path
+
+
+def serve_report(*, rss_peak_mib: float | None = 300.0, cpu_peak_cores: float | None = 0.9, ready_s: float = 50.0,
+                 sustainable_concurrency: int | None = 16):  # -> kit.core.reports.ServeReport
+    """A complete, small ServeReport (one level each way) whose sizing figures are the arguments."""
+    from kit.core.reports import ServeReport
+
+    level = {"concurrency": 4, "throughput_rps": 100.0, "p99_ms": 40.0, "errors": 0}
+    bare_run = {"batch_size": 4, "throughput_rps": 110.0}
+    return ServeReport(
+        model={"dir": "models/serving", "variant": "onnx_int8", "version": "v1", "size_mib": 1.0, "max_length": 32},
+        config={"serve": {"max_batch_size": 4, "max_delay_ms": 5.0, "batch_wait": "adaptive", "threads": 2},
+                "concurrency_levels": [4], "nobatch_levels": [4], "duration_s": 1.0, "warmup_s": 0.2, "texts": 12,
+                "texts_path": "data/test.parquet", "cpu_count": 2, "load_avg_1m_before": 0.5,
+                "load_avg_1m_after": 0.6, "client": "closed loop"},
+        ratio_concurrency=4, sustainable_concurrency=sustainable_concurrency, throughput_per_pod_rps=100.0,
+        bare_throughput_rps=110.0, server_over_bare=0.909, p99_ms_at_ratio=40.0, p99_target_ms=100.0,
+        best_throughput_rps=100.0, batching_over_nobatch=1.1, nobatch_over_bare_unbatched=0.8,
+        targets={"p99_le_target_at_ratio": True},
+        cold_start={"ready_s": ready_s, "first_request_ms": 12.0, "nobatch_ready_s": ready_s},
+        resources={"rss_peak_mib": rss_peak_mib, "cpu_peak_cores": cpu_peak_cores, "cpu_cores_at_ratio": 0.8,
+                   "client_cpu_cores_at_ratio": 0.1},
+        shutdown={"batching": {"exit_code": 0, "stop_s": 0.3}},
+        bare={"batch_size": 4, "runs": [bare_run], "throughput_rps": 110.0, "batch_over_unbatched": 0.9,
+              "unbatched": {"batch_size": 1, "runs": [{**bare_run, "batch_size": 1}], "throughput_rps": 122.0}},
+        smoke_test={"ok": True, "checks": []}, levels=[{**level, "batching": True}],
+        nobatch_levels=[{**level, "batching": False, "throughput_rps": 90.9}], batching_gain=[],
+    )  # fmt: skip
 
 
 # /predict answers like kit serve; a text containing "FAIL" gets a 500, so error counting can be tested.
@@ -83,7 +111,7 @@ class EchoServer:
     """The stand-in app in a subprocess on a free loopback port."""
 
     def __init__(self, tmp: Path):
-        from kit.deploy.loadclient import free_port
+        from kit.deploy.servers import free_port
 
         self.port = free_port()
         script = tmp / "echo_app.py"
@@ -133,7 +161,7 @@ class FakeKubeAPI:
         from fastapi import FastAPI
         from fastapi.responses import JSONResponse
 
-        from kit.deploy.loadclient import free_port
+        from kit.deploy.servers import free_port
 
         self.calls: list[tuple[str, str, dict, str]] = []
         self.reject: str | None = None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kit.deploy.loadclient import free_port
+from kit.deploy.servers import free_port
 
 __all__ = [
     "LABELS",

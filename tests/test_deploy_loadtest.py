@@ -9,10 +9,22 @@ import json
 import pytest
 
 from kit.core.errors import DataError, DeployError
-from kit.deploy.loadclient import load_level, smoke_test, start_server
-from kit.deploy.loadtest import bare_benchmark, plot_loadtest, run_loadtest, summarize, texts_from_parquet
 from kit.core.params import DeployParams, ServeParams
-from tests.fixtures_deploy import TEXTS, EchoServer, tiny_serving_dir, write_texts_parquet
+from kit.deploy.loadclient import load_level
+from kit.deploy.loadtest import (
+    bare_benchmark,
+    run_loadtest,
+    summarize,
+    texts_from_parquet,
+)
+from kit.deploy.plots import plot_loadtest
+from kit.deploy.servers import smoke_test, start_server
+from tests.fixtures_deploy import (
+    TEXTS,
+    EchoServer,
+    tiny_serving_dir,
+    write_texts_parquet,
+)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +128,12 @@ def test_run_loadtest_end_to_end_on_a_tiny_model(tmp_path):
     assert rep["shutdown"]["batching"]["exit_code"] == 0  # SIGTERM drains and exits cleanly
     assert rep["smoke_test"]["ok"]
     assert len(rep["bare"]["runs"]) == 2 and rep["bare"]["batch_size"] == 4
+    # Each bare-model rate sits beside its batch size; the unbatched one is batch size 1.
+    assert rep["bare"]["unbatched"]["batch_size"] == 1 and len(rep["bare"]["unbatched"]["runs"]) == 2
+    assert rep["bare"]["batch_over_unbatched"] == pytest.approx(
+        rep["bare"]["throughput_rps"] / rep["bare"]["unbatched"]["throughput_rps"], abs=2e-3
+    )
+    assert rep["config"]["serve"] == {"max_batch_size": 4, "max_delay_ms": 2.0, "batch_wait": "adaptive", "threads": 1}
     assert rep["server_over_bare"] == pytest.approx(
         rep["levels"][1]["throughput_rps"] / rep["bare_throughput_rps"], abs=2e-3
     )

@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kit.core.errors import ReportError
 from kit.core.io import write_text
 
-__all__ = ["StageReport", "read_report", "write_report"]
+__all__ = [
+    "StageReport",
+    "read_report",
+    "write_report",
+    "BenchHeadline",
+    "BenchSelection",
+    "BenchReport",
+    "ServeReport",
+    "ManifestCheck",
+]
 
 R = TypeVar("R", bound="StageReport")
 
@@ -127,3 +136,113 @@ class BenchReport(StageReport):
 
 # ---------------------------------------------------------------------------------------------------- deploy
 # (ServeReport: reports/serve.json)
+
+
+class _Part(BaseModel):
+    """A section of the serve report: its named fields are checked, any further detail is kept as it came."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ServedModel(_Part):
+    dir: str  # relative to the project root
+    variant: str
+    version: str
+    size_mib: float
+    max_length: int
+
+
+class ServeConfigUsed(_Part):
+    max_batch_size: int
+    max_delay_ms: float
+    batch_wait: str
+    threads: int
+
+
+class LoadTestConfig(_Part):
+    serve: ServeConfigUsed
+    concurrency_levels: list[int]
+    nobatch_levels: list[int]
+    duration_s: float
+    warmup_s: float
+    texts: int
+    texts_path: str  # relative to the project root
+    cpu_count: int | None
+    load_avg_1m_before: float
+    load_avg_1m_after: float
+    client: str
+
+
+class ColdStart(_Part):
+    ready_s: float
+    first_request_ms: float
+    nobatch_ready_s: float
+
+
+class Resources(_Part):
+    rss_peak_mib: float | None
+    cpu_peak_cores: float | None
+    cpu_cores_at_ratio: float | None
+    client_cpu_cores_at_ratio: float | None
+
+
+class Shutdown(_Part):
+    exit_code: int | None  # None: killed after the grace period
+    stop_s: float
+
+
+class BareRate(_Part):
+    """The bare model at one batch size: its runs and their mean rate (texts/s)."""
+
+    batch_size: int
+    runs: list[dict[str, Any]]
+    throughput_rps: float | None
+
+
+class BareModel(BareRate):
+    """The ceiling at serve.max_batch_size, with the unbatched (batch size 1) rate beside it."""
+
+    unbatched: BareRate
+    batch_over_unbatched: float | None
+
+
+class ManifestCheck(_Part):
+    """The rendered manifests and their offline validation (files relative to the project root)."""
+
+    dir: str
+    files: list[str]
+    ok: bool
+    lines: list[str]
+    schema_rows: list[dict[str, Any]]
+
+
+class ServeReport(StageReport):
+    """reports/serve.json: the load test of `kit serve` (deploy stage); sizes the manifests, read by the cost stage.
+
+    A figure that depends on a batch size keeps that batch size beside it (`bare.batch_size`,
+    `bare.unbatched.batch_size`), so no key names one."""
+
+    stage: Literal["deploy"] = "deploy"
+    model: ServedModel
+    config: LoadTestConfig
+    ratio_concurrency: int
+    sustainable_concurrency: int | None
+    throughput_per_pod_rps: float
+    bare_throughput_rps: float | None
+    server_over_bare: float | None
+    p99_ms_at_ratio: float | None
+    p99_target_ms: float
+    best_throughput_rps: float
+    batching_over_nobatch: float | None
+    nobatch_over_bare_unbatched: float | None
+    targets: dict[str, bool]
+    cold_start: ColdStart
+    resources: Resources
+    shutdown: dict[str, Shutdown]
+    bare: BareModel
+    smoke_test: dict[str, Any]
+    levels: list[dict[str, Any]]
+    nobatch_levels: list[dict[str, Any]]
+    batching_gain: list[dict[str, Any]]
+    plots: list[str] = []
+    manifests: ManifestCheck | None = None

@@ -1,5 +1,5 @@
 """Load-test plan and results for `kit serve`: micro-batching on vs off across concurrency levels, cold start, and the
-bare-model ceiling on the same texts, summarized into reports/serve.json and plotted."""
+bare-model ceiling on the same texts, summarized into what reports/serve.json holds (plots: kit.deploy.plots)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from kit.deploy.loadclient import ServerHandle, load_level, pct, smoke_test, start_server, stop_server
+from kit.deploy.loadclient import load_level, pct
+from kit.deploy.servers import ServerHandle, smoke_test, start_server, stop_server
 
-__all__ = [
-    "bare_benchmark",
-    "summarize",
-    "run_loadtest",
-    "plot_loadtest",
-    "texts_from_parquet",
-    "save_plots",
-]
+__all__ = ["bare_benchmark", "summarize", "run_loadtest", "texts_from_parquet"]
 
 
 # ------------------------------------------------------------------------------------------- bare model
@@ -153,15 +147,11 @@ def run_loadtest(
     Returns:
         The report (what reports/serve.json holds).
     """
-    import psutil
-    from tqdm import tqdm
-
     from kit.serve.model import OnnxTextClassifier, read_model_dir
 
     d = deploy
     meta = read_model_dir(model_dir, int(serve.get("max_length", 64)))
-    bs, threads = int(serve["max_batch_size"]), int(serve["threads"])
-    nobatch_levels = d.nobatch_levels if d.nobatch_levels is not None else d.concurrency_levels
+    threads = int(serve["threads"])
     work_dir = Path(work_dir)
     # Other work on the machine competes with the server; the load averages make that visible in the report.
     load_before = os.getloadavg()[0]
@@ -175,27 +165,7 @@ def run_loadtest(
             model_dir, {**serve, "max_batch_size": 1}, work_dir, "nobatch", d.startup_timeout_s, probe_text=texts[0]
         )
         smoke = smoke_test(servers["batching"].url, texts, meta.labels)
-        model = OnnxTextClassifier(meta, threads)
-        bare, bare1 = [], []
-        levels, nobatch = [], []
-        plan = [("bare", None)]
-        for c in d.concurrency_levels:
-            plan.append(("batching", c))
-            if c in nobatch_levels:
-                plan.append(("nobatch", c))
-        plan.append(("bare", None))
-        bar = tqdm(plan, desc="load test", disable=not progress, file=sys.stderr)
-        for kind, c in bar:
-            bar.set_postfix_str(f"{kind} c={c}" if c else kind)
-            if kind == "bare":
-                bare.append(bare_benchmark(model_dir, texts, bs, threads, d.bare_seconds, model=model))
-                bare1.append(bare_benchmark(model_dir, texts, 1, threads, d.bare_seconds / 2, model=model))
-                continue
-            h = servers[kind]
-            row = load_level(h.url, texts, c, d.duration_s, d.warmup_s, h.pid, d.sample_interval_s)
-            row["batching"] = kind == "batching"
-            (levels if kind == "batching" else nobatch).append(row)
-        del model
+        runs = _run_plan(servers, OnnxTextClassifier(meta, threads), model_dir, texts, serve, d, progress)
         grace = float(serve.get("graceful_timeout_s", 30)) + 10
         stops = {k: stop_server(h, timeout_s=grace) for k, h in servers.items()}
     finally:
@@ -209,19 +179,7 @@ def run_loadtest(
         "size_mib": round((Path(model_dir) / "model.onnx").stat().st_size / 2**20, 2),
         "max_length": meta.max_length,
     }
-    report["config"] = {
-        "serve": {k: serve[k] for k in ("max_batch_size", "max_delay_ms", "threads") if k in serve},
-        "concurrency_levels": list(d.concurrency_levels),
-        "nobatch_levels": list(nobatch_levels),
-        "duration_s": d.duration_s,
-        "warmup_s": d.warmup_s,
-        "texts": len(texts),
-        "cpu_count": psutil.cpu_count(),
-        "load_avg_1m_before": round(load_before, 2),
-        "load_avg_1m_after": round(os.getloadavg()[0], 2),
-        "client": "closed loop: one asyncio event loop, one keep-alive HTTP/1.1 connection per client, on the same "
-        "machine as the server; each request carries one text",
-    }
+    report["config"] = _config_section(serve, d, len(texts), load_before)
     report["smoke_test"] = smoke
     report["cold_start"] = {
         "ready_s": round(servers["batching"].ready_s, 3),
@@ -229,53 +187,92 @@ def run_loadtest(
         "nobatch_ready_s": round(servers["nobatch"].ready_s, 3),
     }
     report["shutdown"] = stops
-    report["bare"] = {"batch_size": bs, "runs": bare, "batch1_runs": bare1}
-    report["levels"] = levels
-    report["nobatch_levels"] = nobatch
-    report.update(summarize(levels, nobatch, bare, d.ratio_concurrency, d.p99_target_ms))
-    b1 = [b["throughput_rps"] for b in bare1]
-    report["bare"]["batch1_throughput_rps"] = round(float(np.mean(b1)), 2) if b1 else None
+    levels, nobatch = runs["batching"], runs["nobatch"]
+    report["levels"], report["nobatch_levels"] = levels, nobatch
+    report.update(summarize(levels, nobatch, runs["bare"], d.ratio_concurrency, d.p99_target_ms))
+    report["bare"] = _bare_section(runs["bare"], runs["bare1"], int(serve["max_batch_size"]))
     # Each text padded alone costs less than in a batch padded to its longest text; whether batching can pay at all
-    # on this machine shows in the bare-model ratio of the two, and the HTTP cost in nobatch server / bare batch 1.
-    if b1:
-        ceiling1 = float(np.mean(b1))
-        report["bare"]["batch_over_batch1"] = round(report["bare_throughput_rps"] / ceiling1, 3)
-        nb = next((r for r in nobatch if r["concurrency"] == report["ratio_concurrency"]), None)
-        report["nobatch_over_bare_batch1"] = round(nb["throughput_rps"] / ceiling1, 3) if nb else None
+    # on this machine shows in the bare-model ratio of the two, and the HTTP cost in nobatch server / bare unbatched.
+    unbatched = report["bare"]["unbatched"]["throughput_rps"]
+    nb = next((r for r in nobatch if r["concurrency"] == report["ratio_concurrency"]), None)
+    report["nobatch_over_bare_unbatched"] = round(nb["throughput_rps"] / unbatched, 3) if nb and unbatched else None
     return report
 
 
-def plot_loadtest(report: dict[str, Any]) -> tuple[Any, Any]:
-    """Two figures: throughput vs concurrency and p99 latency vs concurrency, micro-batching on vs off, with the
-    bare-model ceiling and the p99 target as reference lines."""
-    import matplotlib.pyplot as plt
+def _nobatch_levels(deploy: Any) -> list[int]:
+    return list(deploy.nobatch_levels if deploy.nobatch_levels is not None else deploy.concurrency_levels)
 
-    on, off = report["levels"], report["nobatch_levels"]
-    figs = []
-    for key, title, ylabel in (
-        ("throughput_rps", "Throughput vs concurrency", "requests/s (1 text each)"),
-        ("p99_ms", "p99 latency vs concurrency", "p99 latency (ms)"),
-    ):
-        fig, ax = plt.subplots(figsize=(6, 3.8))
-        ax.plot([r["concurrency"] for r in on], [r[key] for r in on], "o-", label="micro-batching on")
-        if off:
-            ax.plot([r["concurrency"] for r in off], [r[key] for r in off], "s--", label="max batch 1")
-        if key == "throughput_rps" and report.get("bare_throughput_rps"):
-            ax.axhline(report["bare_throughput_rps"], color="grey", ls=":",
-                       label=f"bare model, batch {report['bare']['batch_size']}")  # fmt: skip
-            ax.axhline(0.85 * report["bare_throughput_rps"], color="grey", ls="-.", lw=0.8, label="85% of bare")
-        if key == "p99_ms":
-            ax.axhline(report["p99_target_ms"], color="red", ls=":", label=f"target {report['p99_target_ms']:.0f} ms")
-            ax.set_yscale("log")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("concurrent clients")
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        figs.append(fig)
-    return figs[0], figs[1]
+
+def _run_plan(
+    servers: dict[str, ServerHandle], model: Any, model_dir: str | Path, texts: list[str], serve: dict[str, Any],
+    deploy: Any, progress: bool,
+) -> dict[str, list[dict[str, Any]]]:
+    """Bare model, then each level on the batching server and (where listed) the max-batch-1 one, then bare again.
+
+    Returns:
+        The rows by kind: "batching", "nobatch" (load_level rows), "bare", "bare1" (bare_benchmark runs at
+        serve.max_batch_size and at batch size 1).
+    """
+    from tqdm import tqdm
+
+    d = deploy
+    bs, threads = int(serve["max_batch_size"]), int(serve["threads"])
+    nobatch_levels = _nobatch_levels(d)
+    plan: list[tuple[str, int | None]] = [("bare", None)]
+    for c in d.concurrency_levels:
+        plan.append(("batching", c))
+        if c in nobatch_levels:
+            plan.append(("nobatch", c))
+    plan.append(("bare", None))
+    runs: dict[str, list[dict[str, Any]]] = {"batching": [], "nobatch": [], "bare": [], "bare1": []}
+    bar = tqdm(plan, desc="load test", disable=not progress, file=sys.stderr)
+    for kind, c in bar:
+        bar.set_postfix_str(f"{kind} c={c}" if c else kind)
+        if kind == "bare":
+            runs["bare"].append(bare_benchmark(model_dir, texts, bs, threads, d.bare_seconds, model=model))
+            runs["bare1"].append(bare_benchmark(model_dir, texts, 1, threads, d.bare_seconds / 2, model=model))
+            continue
+        h = servers[kind]
+        row = load_level(h.url, texts, c, d.duration_s, d.warmup_s, h.pid, d.sample_interval_s)
+        row["batching"] = kind == "batching"
+        runs[kind].append(row)
+    return runs
+
+
+def _config_section(serve: dict[str, Any], deploy: Any, n_texts: int, load_before: float) -> dict[str, Any]:
+    """What was measured with: the serve settings that shape batching, the plan, and the machine's load."""
+    import psutil
+
+    d = deploy
+    return {
+        "serve": {k: serve[k] for k in ("max_batch_size", "max_delay_ms", "batch_wait", "threads") if k in serve},
+        "concurrency_levels": list(d.concurrency_levels),
+        "nobatch_levels": _nobatch_levels(d),
+        "duration_s": d.duration_s,
+        "warmup_s": d.warmup_s,
+        "texts": n_texts,
+        "cpu_count": psutil.cpu_count(),
+        "load_avg_1m_before": round(load_before, 2),
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        "client": "closed loop: one asyncio event loop, one keep-alive HTTP/1.1 connection per client, on the same "
+        "machine as the server; each request carries one text",
+    }
+
+
+def _bare_section(bare: list[dict[str, Any]], bare1: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
+    """The bare-model runs at `batch_size` and at batch size 1 (unbatched), each rate beside its batch size."""
+
+    def mean(runs: list[dict[str, Any]]) -> float | None:
+        return round(float(np.mean([r["throughput_rps"] for r in runs])), 2) if runs else None
+
+    batched, single = mean(bare), mean(bare1)
+    return {
+        "batch_size": batch_size,
+        "runs": bare,
+        "throughput_rps": batched,
+        "unbatched": {"batch_size": 1, "runs": bare1, "throughput_rps": single},
+        "batch_over_unbatched": round(batched / single, 3) if batched and single else None,
+    }
 
 
 def texts_from_parquet(path: str | Path, column: str = "text", max_texts: int = 2000, seed: int = 0) -> list[str]:
@@ -296,12 +293,3 @@ def texts_from_parquet(path: str | Path, column: str = "text", max_texts: int = 
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(texts))[:max_texts]
     return [texts[i] for i in idx]
-
-
-def save_plots(report: dict[str, Any], plots_dir: str | Path) -> list[Path]:
-    """Save the two load-test figures as PNGs (serve_throughput.png, serve_p99.png) and return their paths."""
-    from kit.core.io import save_figure
-
-    fig_t, fig_p = plot_loadtest(report)
-    plots_dir = Path(plots_dir)
-    return [save_figure(fig_t, plots_dir / "serve_throughput.png"), save_figure(fig_p, plots_dir / "serve_p99.png")]

@@ -206,8 +206,12 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         st.loop = asyncio.get_running_loop()
         st.ready, st.draining, st.error = False, False, None
         st.batcher = MicroBatcher(
-            p.max_batch_size, p.max_delay_ms / 1000, on_batch=metrics.observe_batch, on_queue=metrics.queue_depth.inc,
-            wait=p.batch_wait, on_wait=metrics.batch_wait.set,
+            p.max_batch_size,
+            p.max_delay_ms / 1000,
+            on_batch=metrics.observe_batch,
+            on_queue=metrics.queue_depth.inc,
+            wait=p.batch_wait,
+            on_wait=metrics.batch_wait.set,
         )
         loader = asyncio.create_task(load_and_warm())
         try:
@@ -266,7 +270,7 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
             raise RequestError(415, f"JSON must be UTF-8, got {ctype[:100]!r}")
         body = await _read_body(request, p.max_body_bytes)
         if not body.strip():
-            raise RequestError(400, "request body is empty; send {\"texts\": [\"...\"]}")
+            raise RequestError(400, 'request body is empty; send {"texts": ["..."]}')
         try:
             decoded = body.decode("utf-8")
         except UnicodeDecodeError as exc:
