@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCOPE = ["kit/core", "kit/cli.py", "tests/test_layout.py", "tests/test_lint.py"]
+SCOPE = ["kit/core", "kit/serve", "kit/cli.py", "tests/test_layout.py", "tests/test_lint.py"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -3,8 +3,7 @@ Names load lazily (importing kit.deploy.commands for the CLI stays cheap); run_d
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kit.core.lazy import lazy_api
 
 __all__ = [
     "run_deploy",
@@ -35,12 +34,4 @@ _SOURCES = {
     "score_shard": "kit.deploy.batch",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _SOURCES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_SOURCES[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_api(__name__, _SOURCES)

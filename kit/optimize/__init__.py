@@ -6,8 +6,7 @@ cheap: no torch, onnx or pandas until a function is called."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kit.core.lazy import lazy_api
 
 # name -> module that defines it
 _API = {
@@ -32,14 +31,4 @@ _API = {
 
 __all__ = list(_API)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _API:
-        raise AttributeError(f"module 'kit.optimize' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_API[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_API))
+__getattr__, __dir__ = lazy_api(__name__, _API)

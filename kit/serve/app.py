@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import signal
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -19,11 +21,11 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from kit.core.errors import KitError
+from kit.core.params import ServeParams
 from kit.serve.batcher import MicroBatcher, ModelUnavailable
 from kit.serve.model import ModelMeta, OnnxTextClassifier, read_model_dir
-from kit.core.errors import KitError
 from kit.serve.telemetry import CONTENT_TYPE_LATEST, ObserveMiddleware, ServeMetrics, setup_access_log
-from kit.core.params import ServeParams
 
 __all__ = ["create_app", "run", "parse_texts", "RequestError", "PredictRequest", "PredictResponse"]
 
@@ -177,9 +179,11 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
 
     async def load_and_warm() -> None:
         loop = asyncio.get_running_loop()
+        batcher = st.batcher
+        assert batcher is not None  # lifespan creates it before scheduling this
         try:
             t0 = time.perf_counter()
-            model = await loop.run_in_executor(st.batcher.executor, OnnxTextClassifier, meta, p.threads)
+            model = await loop.run_in_executor(batcher.executor, OnnxTextClassifier, meta, p.threads)
             # Warm-up: first runs allocate arenas and pick kernels; do it before reporting ready. The second run of
             # each size is timed: two sizes seed the batcher's estimate of one run's fixed cost (its adaptive wait).
             longest = ["warm up " * meta.max_length]
@@ -187,22 +191,22 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
             for n in sorted({1, min(p.max_batch_size, 8)}):
                 for _ in range(2):
                     t = time.perf_counter()
-                    await loop.run_in_executor(st.batcher.executor, model.predict_proba, longest * n)
+                    await loop.run_in_executor(batcher.executor, model.predict_proba, longest * n)
                 calibration.append((n, time.perf_counter() - t))
         except Exception as exc:
             st.error = f"model failed to load: {exc}"
             log.error("%s", st.error)
-            st.batcher.fail(st.error)
+            batcher.fail(st.error)
             if st.on_fatal is not None:
                 st.on_fatal()
             return
-        st.batcher.start(model.predict_proba, calibration)
+        batcher.start(model.predict_proba, calibration)
         st.ready = not st.draining
         metrics.ready.set(1 if st.ready else 0)
         log.info("model %s (%s) ready in %.2f s", meta.version, meta.variant, time.perf_counter() - t0)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         st.loop = asyncio.get_running_loop()
         st.ready, st.draining, st.error = False, False, None
         st.batcher = MicroBatcher(
@@ -302,8 +306,8 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
             "model_version": meta.version,
             "model_variant": meta.variant,
             "predictions": [
-                {"label": lab, "score": row[i], "probs": dict(zip(labels, row))}
-                for lab, i, row in zip(top, idx.tolist(), rows)
+                {"label": lab, "score": row[i], "probs": dict(zip(labels, row, strict=True))}
+                for lab, i, row in zip(top, idx.tolist(), rows, strict=True)
             ],
         }
         return Response(json.dumps(out, separators=(",", ":")), media_type="application/json")
@@ -333,13 +337,16 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         _setup_tracing(app, st, span_processor)
     # Added last so it wraps the tracing middleware too: its latency includes everything but the server itself.
     app.add_middleware(
-        ObserveMiddleware, metrics=metrics, routes=frozenset(r.path for r in app.routes), access_log=p.access_log
+        ObserveMiddleware,
+        metrics=metrics,
+        routes=frozenset(getattr(r, "path", "") for r in app.routes),
+        access_log=p.access_log,
     )
     return app
 
 
 def run(
-    model_dir: str | Path, params: ServeParams | None = None, host: str | None = None, port: int | None = None
+    model_dir: str | Path, params: ServeParams | None = None, *, host: str | None = None, port: int | None = None
 ) -> None:
     """Serve `model_dir` with uvicorn until SIGTERM/SIGINT; SIGTERM drains queued and in-flight requests, exit 0.
 
@@ -362,7 +369,7 @@ def run(
         host=host or p.host,
         port=port if port is not None else p.port,
         access_log=False,  # ours is JSON, with n_texts
-        timeout_graceful_shutdown=p.graceful_timeout_s,
+        timeout_graceful_shutdown=math.ceil(p.graceful_timeout_s),  # uvicorn takes whole seconds
         lifespan="on",
         log_level="info",
         server_header=False,

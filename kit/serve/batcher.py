@@ -230,9 +230,11 @@ class MicroBatcher:
         if not live:
             return
         texts = live[0].texts if len(live) == 1 else [t for it in live for t in it.texts]
+        predict = self._predict
+        assert predict is not None  # _run only starts after start() set it
         t0 = time.perf_counter()
         try:
-            probs = await loop.run_in_executor(self.executor, self._predict, texts)
+            probs = await loop.run_in_executor(self.executor, predict, texts)
         except Exception as exc:
             if len(live) == 1:
                 _resolve(live[0].future, exc=exc)
@@ -240,7 +242,7 @@ class MicroBatcher:
             for it in live:  # isolate the request that broke the batch; the others still get answers
                 t1 = time.perf_counter()
                 try:
-                    _resolve(it.future, await loop.run_in_executor(self.executor, self._predict, it.texts))
+                    _resolve(it.future, await loop.run_in_executor(self.executor, predict, it.texts))
                     self._on_batch(len(it.texts), time.perf_counter() - t1)
                 except Exception as exc1:
                     _resolve(it.future, exc=exc1)

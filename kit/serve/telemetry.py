@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
@@ -136,7 +136,7 @@ class ObserveMiddleware:
             m.observe_request(route, method if method in _METHODS else "other", status, seconds)
             if self.log_enabled:
                 line = {
-                    "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                    "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
                     "method": method[:16],
                     "path": path[:200],
                     "status": status,
