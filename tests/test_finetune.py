@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit.finetune.baseline import classification_metrics, fit_baseline
 from kit.core.errors import DataError, KitError, ParamsError, QualityGateError
+from kit.core.metrics import classification_metrics
+from kit.finetune.baseline import fit_baseline
 from kit.core.params import ModelParams, load_params
 from kit.finetune.checkpoint import MARKER, find_resume_checkpoint
 from kit.finetune.train import load_labels, load_model, load_splits, run_finetune, sample_rows
@@ -125,7 +126,7 @@ def test_embedded_model_loads_offline(monkeypatch):
 
 
 def test_hub_source_needs_a_name_and_says_when_offline(monkeypatch):
-    with pytest.raises(ValueError, match="model.name is required"):
+    with pytest.raises(ValueError, match="required when model.source is hub"):
         ModelParams(source="hub")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(KitError, match=r"model.source 'hub': cannot load someone/not-cached \(offline\?"):
@@ -215,11 +216,11 @@ def test_balanced_loss_is_the_class_weighted_cross_entropy(tmp_path):
 
 def test_train_params_checked(tmp_path):
     path = tmp_path / "p.yaml"
-    path.write_text("train:\n  eval_steps: 30\n  save_steps: 50\n")
-    with pytest.raises(ParamsError, match="train: .*save_steps \\(50\\) must be a multiple of eval_steps \\(30\\)"):
+    path.write_text("finetune:\n  eval_steps: 30\n  save_steps: 50\n")
+    with pytest.raises(ParamsError, match=r"finetune.save_steps: must be a multiple of finetune.eval_steps \(30\), got 50"):
         load_params(path)
-    path.write_text("train:\n  max_steps: 0\n")
-    with pytest.raises(ParamsError, match="max_steps must be -1"):
+    path.write_text("finetune:\n  max_steps: 0\n")
+    with pytest.raises(ParamsError, match="finetune.max_steps: must be -1"):
         load_params(path)
 
 
@@ -263,7 +264,7 @@ def test_find_resume_checkpoint_rules(tmp_path):
 # --------------------------------------------------------------------------------------------- training
 def test_reference_run_outputs(reference):
     root, report = reference
-    model_dir = root / "models" / "finetuned"
+    model_dir = root / "models" / "finetune"
     for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "labels.json"):
         assert (model_dir / name).is_file(), name
     assert json.loads((model_dir / "labels.json").read_text()) == {"labels": LABELS}
