@@ -1,5 +1,5 @@
-"""The finetune stage (run_finetune): fine-tune a transformer classifier on the data stage's splits with the
-transformers Trainer, score it beside a TF-IDF baseline, write model, train.json, plots and model card; torchrun-ready."""
+"""The finetune stage (run_finetune): fine-tune a transformer classifier on the data stage's splits with the Trainer,
+score it beside a TF-IDF baseline, write the model, train.json, plots and model card; torchrun-ready."""
 
 from __future__ import annotations
 
@@ -231,9 +231,9 @@ def run_finetune(
     out, train_s = _train(trainer, resume, marker, stopper, ckpt_dir)
     scores, test_s = test_scores(trainer, tokenizer, params.model.max_length, rows["test"], labels)
     facts = run_facts(trainer, out, params, resume=resume, fingerprint=fingerprint, world=world, train_s=train_s,
-                       test_s=test_s, test_rows=len(rows["test"]))
+                      test_s=test_s, test_rows=len(rows["test"]))
     report = build_report(params, labels, rows, len(splits["train"]), scores, facts,
-                     {"model_dir": rel_path(model_dir, root)})
+                          {"model_dir": rel_path(model_dir, root)})
     report.history = trainer.state.log_history
     if rank == 0:
         _write_outputs(report, trainer, tokenizer, params, rows, model_dir=model_dir, reports_dir=reports_dir,
