@@ -41,13 +41,13 @@ def make_csv(path: Path, size_bytes: int, seed: int = 0) -> int:
 
 CHILD = """
 import json, resource, sys, time
-from kit.data.dataset import build_dataset
 from kit.core.params import DataParams
+from kit.data import build_dataset
 p = DataParams(source="csv", path=sys.argv[1], out_dir=sys.argv[2], split_method="hash", chunk_rows=int(sys.argv[3]))
 t = time.perf_counter()
-report = build_dataset(p, ".", report_path=None)
-print(json.dumps({"seconds": time.perf_counter() - t, "rows": report["rows"], "rows_read": report["rows_read"],
-                  "duplicates_dropped": report["duplicates_dropped"],
+report = build_dataset(p, ".")
+print(json.dumps({"seconds": time.perf_counter() - t, "rows": report.rows, "rows_read": report.rows_read,
+                  "duplicates_dropped": report.duplicates_dropped,
                   "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 

@@ -44,9 +44,10 @@ def main() -> int:
     from transformers import DataCollatorWithPadding, TrainingArguments
     from transformers.utils import logging as hf_logging
 
-    from kit.core.io import write_json
+    from kit.core.errors import DataError
+    from kit.core.io import read_labels, write_json
     from kit.core.params import load_params
-    from kit.finetune.train import encode, load_labels, load_model, load_splits, sample_rows
+    from kit.finetune import encode, load_model, load_splits, sample_rows
     from kit.finetune.trainer import trainer_classes
 
     hf_logging.set_verbosity_error()
@@ -54,7 +55,7 @@ def main() -> int:
     params = load_params(ns.params, overrides={"model": {"source": ns.source}} if ns.source else None)
     t, L = params.finetune, params.model.max_length
     torch.set_num_threads(t.threads)
-    labels = load_labels(ns.data_dir)
+    labels = read_labels(Path(ns.data_dir) / "labels.json", DataError)
     rows = sample_rows(load_splits(ns.data_dir, labels)["train"], ns.rows, t.seed)
     model, tok = load_model(params.model, labels, t.seed)
     initial = {k: v.clone() for k, v in model.state_dict().items()}

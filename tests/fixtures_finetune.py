@@ -3,13 +3,14 @@ The corpus is learnable by a tiny BERT in a few dozen steps (sentiment words dec
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
+
+from kit.core.io import write_labels
 
 __all__ = ["LABELS", "synthetic_split", "make_project", "TINY_TRAIN"]
 
@@ -57,14 +58,15 @@ def synthetic_split(n: int, seed: int, noise: float = 0.08) -> pd.DataFrame:
 
 
 def make_project(root: Path, model: dict[str, Any] | None = None, train: dict[str, Any] | None = None) -> Path:
-    """A project root (params.yaml, dvc.yaml, data/) that `python -m kit.finetune.train` can run in; returns `root`."""
+    """A project root (params.yaml, dvc.yaml, data/) that run_finetune or `python -m kit.finetune` can run in; returns
+    `root`."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "dvc.yaml").write_text("stages: {}\n")
     data = root / "data"
     data.mkdir(exist_ok=True)
     for i, (split, n) in enumerate([("train", 240), ("validation", 60), ("test", 150)]):
         synthetic_split(n, seed=100 + i).to_parquet(data / f"{split}.parquet", index=False)
-    (data / "labels.json").write_text(json.dumps({"labels": LABELS}))
+    write_labels(data / "labels.json", LABELS)
     params = {"model": {"source": "tiny", "max_length": 32, **(model or {})}, "finetune": {**TINY_TRAIN, **(train or {})}}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root

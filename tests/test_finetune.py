@@ -1,11 +1,10 @@
-"""Tests for the finetune stage (kit/finetune/train.py, trainer.py, checkpoint.py, baseline.py, modelcard.py) on a tiny BERT.
-Covers model sources, label wiring, data errors, baseline, quality gate, determinism, SIGKILL/SIGTERM resume, DDP."""
+"""Tests for the finetune stage (kit/finetune) on a tiny BERT: model sources, label wiring, data errors, baseline, typed
+report, quality gate, determinism, reproducible model files, SIGKILL/SIGTERM resume, DDP, cheap imports."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kit.finetune.baseline import classification_metrics, fit_baseline
 from kit.core.errors import DataError, KitError, ParamsError, QualityGateError
+from kit.core.io import read_labels
+from kit.core.metrics import classification_metrics
 from kit.core.params import ModelParams, load_params
+from kit.core.reports import TrainReport, read_report
+from kit.finetune import fit_baseline, load_model, load_splits, run_finetune, sample_rows
 from kit.finetune.checkpoint import MARKER, find_resume_checkpoint
-from kit.finetune.train import load_labels, load_model, load_splits, run_finetune, sample_rows
 from kit.finetune.trainer import class_weights, training_order
 from tests.fixtures_finetune import LABELS, make_project, synthetic_split
 
@@ -125,7 +126,7 @@ def test_embedded_model_loads_offline(monkeypatch):
 
 
 def test_hub_source_needs_a_name_and_says_when_offline(monkeypatch):
-    with pytest.raises(ValueError, match="model.name is required"):
+    with pytest.raises(ValueError, match="required when model.source is hub"):
         ModelParams(source="hub")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(KitError, match=r"model.source 'hub': cannot load someone/not-cached \(offline\?"):
@@ -135,10 +136,10 @@ def test_hub_source_needs_a_name_and_says_when_offline(monkeypatch):
 # ------------------------------------------------------------------------------------------------- data
 def test_data_errors_name_file_and_column(tmp_path):
     with pytest.raises(DataError, match="labels.json: not found"):
-        load_labels(tmp_path)
+        read_labels(tmp_path / "labels.json", DataError)
     (tmp_path / "labels.json").write_text('{"labels": "negative"}')
-    with pytest.raises(DataError, match="labels.json: 'labels' must be a list"):
-        load_labels(tmp_path)
+    with pytest.raises(DataError, match=r'labels.json: expected \{"labels": \[at least two strings'):
+        read_labels(tmp_path / "labels.json", DataError)
     df = synthetic_split(20, seed=0)
     for split in ("train", "validation", "test"):
         df.to_parquet(tmp_path / f"{split}.parquet")
@@ -215,11 +216,11 @@ def test_balanced_loss_is_the_class_weighted_cross_entropy(tmp_path):
 
 def test_train_params_checked(tmp_path):
     path = tmp_path / "p.yaml"
-    path.write_text("train:\n  eval_steps: 30\n  save_steps: 50\n")
-    with pytest.raises(ParamsError, match="train: .*save_steps \\(50\\) must be a multiple of eval_steps \\(30\\)"):
+    path.write_text("finetune:\n  eval_steps: 30\n  save_steps: 50\n")
+    with pytest.raises(ParamsError, match=r"finetune.save_steps: must be a multiple of finetune.eval_steps \(30\), got 50"):
         load_params(path)
-    path.write_text("train:\n  max_steps: 0\n")
-    with pytest.raises(ParamsError, match="max_steps must be -1"):
+    path.write_text("finetune:\n  max_steps: 0\n")
+    with pytest.raises(ParamsError, match="finetune.max_steps: must be -1"):
         load_params(path)
 
 
@@ -261,35 +262,129 @@ def test_find_resume_checkpoint_rules(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- training
+# What train.json held before it became a TrainReport: the file keeps exactly these keys (plus schema_version, stage).
+TRAIN_JSON_KEYS = {
+    "labels", "data", "model", "baseline", "macro_f1_gain", "train", "gate", "outputs", "schema_version", "stage",
+}
+TRAIN_KEYS = {
+    "base_model", "steps", "max_steps", "epochs", "stopped_early", "best_step", "best_val_macro_f1", "val_evaluations",
+    "resumed_from_step", "train_time_s", "train_samples_per_s", "test_time_s", "test_samples_per_s", "processes",
+    "threads_per_process", "fingerprint", "stage_time_s",
+}
+
+
 def test_reference_run_outputs(reference):
     root, report = reference
-    model_dir = root / "models" / "finetuned"
+    model_dir = root / "models" / "finetune"
     for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "labels.json"):
         assert (model_dir / name).is_file(), name
-    assert json.loads((model_dir / "labels.json").read_text()) == {"labels": LABELS}
+    assert read_labels(model_dir / "labels.json") == LABELS
     assert json.loads((model_dir / "config.json").read_text())["id2label"] == {"0": "negative", "1": "neutral", "2": "positive"}
-    written = json.loads((root / "reports" / "train.json").read_text())
-    assert written["model"]["macro_f1"] == report["model"]["macro_f1"] > 0.8  # the tiny model learned the task
-    assert set(written["model"]["per_class"]) == set(LABELS) and set(written["baseline"]["per_class"]) == set(LABELS)
-    assert written["data"]["test_rows"] == 150 and written["data"]["train_rows"] == 200
-    assert written["train"]["steps"] == 60 and written["train"]["resumed_from_step"] is None
-    assert written["train"]["train_samples_per_s"] > 0 and written["gate"]["passed"]
-    assert written["macro_f1_gain"] == pytest.approx(written["model"]["macro_f1"] - written["baseline"]["macro_f1"], abs=1e-4)
+    written = read_report(root / "reports" / "train.json", TrainReport)
+    assert written.stage == "finetune"
+    assert written.model.macro_f1 == report.model.macro_f1 > 0.8  # the tiny model learned the task
+    assert set(written.model.per_class) == set(LABELS) and set(written.baseline.per_class) == set(LABELS)
+    assert written.data.test_rows == 150 and written.data.train_rows == 200
+    assert written.train.steps == 60 and written.train.resumed_from_step is None
+    assert written.train.train_samples_per_s > 0 and written.gate.passed
+    assert written.macro_f1_gain == pytest.approx(written.model.macro_f1 - written.baseline.macro_f1, abs=1e-4)
+    assert written.outputs == {"model_dir": "models/finetune"}
+    # history and confusion come back to the caller but stay out of the file.
+    assert [h["step"] for h in report.history if "eval_macro_f1" in h] == [10, 20, 30, 40, 50, 60]
+    assert list(report.confusion) == ["fine-tuned", "TF-IDF + LR baseline"]
+    assert sum(map(sum, report.confusion["fine-tuned"])) == 150
+    raw = json.loads((root / "reports" / "train.json").read_text())
+    assert set(raw) == TRAIN_JSON_KEYS and set(raw["train"]) == TRAIN_KEYS and raw["stage"] == "finetune"
     for png in ("train_curves.png", "train_confusion.png"):
         assert (root / "reports" / "plots" / png).stat().st_size > 1000
     card = (root / "reports" / "model_card.md").read_text()
-    assert f"{written['model']['macro_f1']:.3f}" in card and "TF-IDF" in card and "## Limits" in card
+    assert f"{written.model.macro_f1:.3f}" in card and "TF-IDF" in card and "## Limits" in card
+    assert "`models/finetune/`" in card
     tsv = (root / "reports" / "train_live" / "plots" / "metrics" / "eval" / "macro_f1.tsv").read_text().split()
     assert tsv[:2] == ["step", "macro_f1"] and tsv[2::2] == ["10", "20", "30", "40", "50", "60"]
     assert not (root / "reports" / "train_live" / "dvc.yaml").exists()  # DVCLive leaves dvc.yaml to the pipeline
     assert not list((root / "checkpoints" / "finetune").glob("checkpoint-*"))  # removed after success
 
 
+def test_reports_and_model_files_hold_no_machine_path(reference):
+    root, _ = reference
+    files = [root / "reports" / "train.json", root / "reports" / "model_card.md",
+             *sorted((root / "models" / "finetune").glob("*.json"))]
+    for path in files:
+        text = path.read_text()
+        assert str(root) not in text and str(root.resolve()) not in text, path
+        assert "site-packages" not in text and "/tmp/" not in text, path
+
+
+def test_outputs_stay_relative_when_the_cli_passes_absolute_dirs(reference, tmp_path, monkeypatch):
+    from kit.finetune.commands import finetune
+
+    root = make_project(tmp_path / "proj")
+    monkeypatch.chdir(root)
+    finetune(params_file=Path("params.yaml"), data_dir=Path("data"), model_dir=Path("out/model"),
+             reports_dir=Path("out/reports"))
+    report = read_report(root / "out" / "reports" / "train.json", TrainReport)
+    assert report.outputs == {"model_dir": "out/model"}
+    assert "`out/model/`" in (root / "out" / "reports" / "model_card.md").read_text()
+    assert (root / "out" / "model" / "model.safetensors").read_bytes() == (reference[0] / WEIGHTS).read_bytes()
+
+
+_SAVE_TINY = """
+import sys
+from pathlib import Path
+from kit.core.params import ModelParams
+from kit.finetune import load_model, save_model_dir
+model, tok = load_model(ModelParams(source="tiny"), ["negative", "neutral", "positive"], seed=5)
+save_model_dir(model, tok, ["negative", "neutral", "positive"], Path(sys.argv[1]))
+"""
+
+
+def test_model_dir_is_the_same_bytes_with_and_without_hf_hub_offline(tmp_path):
+    offline = {**ENV, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    online = {k: v for k, v in ENV.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    for name, env in (("offline", offline), ("online", online)):
+        r = subprocess.run([sys.executable, "-c", _SAVE_TINY, str(tmp_path / name)], env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+    files = sorted(p.name for p in (tmp_path / "offline").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "online").iterdir()) and "tokenizer_config.json" in files
+    for name in files:
+        assert (tmp_path / "offline" / name).read_bytes() == (tmp_path / "online" / name).read_bytes(), name
+    for path in (tmp_path / "offline").glob("*.json"):
+        text = path.read_text()
+        assert str(tmp_path) not in text and "site-packages" not in text, path
+        assert not any(isinstance(v, str) and v.startswith("/") for v in json.loads(text).values()), path
+    tok_config = json.loads((tmp_path / "offline" / "tokenizer_config.json").read_text())
+    assert "local_files_only" not in tok_config and "is_local" not in tok_config
+    assert tok_config["tokenizer_class"] == "BertTokenizer"  # the rest is as transformers wrote it
+
+
+def test_saved_model_dir_loads_back(tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kit.finetune import save_model_dir
+
+    model, tok = load_model(ModelParams(source="tiny"), LABELS, seed=2)
+    save_model_dir(model, tok, LABELS, tmp_path / "m")
+    again = AutoTokenizer.from_pretrained(tmp_path / "m")
+    assert again("good day")["input_ids"] == tok("good day")["input_ids"]
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "m")
+    assert loaded.config.id2label[1] == "neutral"
+
+
+def test_importing_the_cli_command_and_core_metrics_stays_light():
+    code = ("import sys, kit.finetune, kit.finetune.commands, kit.data, kit.core.metrics; "
+            "print(sorted(m for m in ('torch', 'transformers', 'sklearn', 'pandas') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
 def test_quality_gate_fails_but_writes_model_and_rerun_is_bitwise_identical(reference, tmp_path):
     root = make_project(tmp_path, train={"min_macro_f1": 0.99})
-    with pytest.raises(QualityGateError, match=r"test macro-F1 0\.\d+ < finetune.min_macro_f1 0.9900"):
+    gate = r"test macro-F1 0\.\d+ < finetune.min_macro_f1 0.9900 \(baseline 0\.\d+\); the model was still written to "
+    with pytest.raises(QualityGateError, match=gate + "models/finetune for inspection"):
         run_finetune(load_params(root / "params.yaml"), root)
-    assert json.loads((root / "reports" / "train.json").read_text())["gate"]["passed"] is False
+    assert read_report(root / "reports" / "train.json", TrainReport).gate.passed is False
     # Determinism: an independent fresh run with the same params and data gives the same bytes.
     assert (root / WEIGHTS).read_bytes() == (reference[0] / WEIGHTS).read_bytes()
 
@@ -315,7 +410,7 @@ def test_sigterm_writes_checkpoint_and_exits_nonzero(interrupted):
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(interrupted, reference):
     root = interrupted["root"]
-    assert interrupted["final_report"]["train"]["resumed_from_step"] >= 30
+    assert interrupted["final_report"].train.resumed_from_step >= 30
     report = json.loads((root / "reports" / "train.json").read_text())
     assert report["train"]["resumed_from_step"] >= 30 and report["train"]["steps"] == 60
     assert (root / WEIGHTS).read_bytes() == (reference[0] / WEIGHTS).read_bytes()
@@ -333,6 +428,6 @@ def test_torchrun_two_processes(reference, tmp_path):
     report = json.loads((root / "reports" / "train.json").read_text())
     assert report["train"]["processes"] == 2 and report["train"]["steps"] == 60
     # Same global batch (8 per process), same schedule: a model of the same quality.
-    assert report["model"]["macro_f1"] >= reference[1]["model"]["macro_f1"] - 0.05
+    assert report["model"]["macro_f1"] >= reference[1].model.macro_f1 - 0.05
     assert _log(r.stdout).count("finetune done") == 1  # only rank 0 reports and writes
     assert (root / WEIGHTS).is_file()

@@ -76,10 +76,118 @@ def read_report(path: str | Path, model: type[R]) -> R:
 
 # ------------------------------------------------------------------------------------------------------ data
 # (DataReport: reports/data.json)
+from typing import Literal  # noqa: E402  (kept under this heading so the stages' edits never touch each other)
 
+from pydantic import Field  # noqa: E402
+
+
+class LengthStats(BaseModel):
+    """Characters per text in one split, after cleaning."""
+
+    mean: float
+    p50: int
+    p95: int
+    max: int
+
+
+class DataReport(StageReport):
+    """reports/data.json: what the data stage read, dropped and wrote; splits are train, validation, test.
+
+    `length_histogram` (texts per character count, the last bin holding longer ones) is returned for the plots but
+    not written; `outputs` names the files written, relative to the project root."""
+
+    stage: Literal["data"] = "data"
+    source: str
+    labels: list[str]
+    rows_read: int
+    rows_dropped_too_short: int
+    duplicates_dropped: int
+    rows: dict[str, int]  # per split, plus "total"
+    class_balance: dict[str, dict[str, int]]  # split -> label -> rows
+    text_chars: dict[str, LengthStats]
+    text_words_mean: dict[str, float]
+    outputs: dict[str, str] = {}
+    length_histogram: dict[str, list[int]] = Field(default_factory=dict, exclude=True)
 
 # -------------------------------------------------------------------------------------------------- finetune
 # (TrainReport: reports/train.json)
+class _TrainPart(BaseModel):
+    """A section of the train report: named fields checked, further detail kept as it came."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ClassScores(_TrainPart):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class ModelScores(_TrainPart):
+    """A model's scores on the whole test split (kit.core.metrics.classification_metrics less the confusion)."""
+
+    accuracy: float
+    macro_f1: float
+    per_class: dict[str, ClassScores]
+
+
+class BaselineScores(ModelScores):
+    fit_time_s: float
+
+
+class TrainData(_TrainPart):
+    train_rows: int
+    train_rows_available: int
+    validation_rows: int
+    test_rows: int
+    train_class_counts: dict[str, int]
+
+
+class TrainRun(_TrainPart):
+    """How training went: steps, early stop, best checkpoint, resume, speed and the run's fingerprint."""
+
+    base_model: str
+    steps: int
+    max_steps: int
+    epochs: float
+    stopped_early: bool
+    best_step: int | None
+    best_val_macro_f1: float | None
+    val_evaluations: int
+    resumed_from_step: int | None
+    train_time_s: float
+    train_samples_per_s: float
+    test_time_s: float
+    test_samples_per_s: float
+    processes: int
+    threads_per_process: int
+    fingerprint: str
+    stage_time_s: float | None = None  # set by the main process once every output is written
+
+
+class QualityGate(_TrainPart):
+    min_macro_f1: float
+    passed: bool
+
+
+class TrainReport(StageReport):
+    """reports/train.json: the fine-tuned model beside the TF-IDF baseline on the test split, and the run's facts.
+
+    `baseline` and `macro_f1_gain` are filled by the main process only (other torchrun ranks return None).
+    `history` (the Trainer's log) and `confusion` (model name -> matrix) are returned but not written."""
+
+    stage: Literal["finetune"] = "finetune"
+    labels: list[str]
+    data: TrainData
+    model: ModelScores
+    baseline: BaselineScores | None = None
+    macro_f1_gain: float | None = None
+    train: TrainRun
+    gate: QualityGate
+    outputs: dict[str, str]  # relative to the project root
+    history: list[dict[str, Any]] = Field(default_factory=list, exclude=True)
+    confusion: dict[str, list[list[int]]] = Field(default_factory=dict, exclude=True)
 
 
 # -------------------------------------------------------------------------------------------------- optimize

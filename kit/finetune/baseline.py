@@ -1,43 +1,16 @@
-"""TF-IDF + logistic-regression baseline, and the classification metrics it and the fine-tuned model both report.
+"""TF-IDF + logistic-regression baseline of the finetune stage, scored with the same metrics as the fine-tuned model.
 Every training report sets the fine-tuned model beside this baseline, so it shows what fine-tuning buys."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-__all__ = ["classification_metrics", "fit_baseline"]
+from kit.core.metrics import classification_metrics
 
-
-def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: list[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix.
-
-    Args:
-        y_true: true label ids.
-        y_pred: predicted label ids.
-        labels: label names in id order.
-
-    Returns:
-        {"accuracy", "macro_f1", "per_class": {label: {...}}, "confusion": [[count]] (rows: true, cols: predicted)}.
-    """
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-
-    ids = list(range(len(labels)))
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    prec, rec, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
-        "per_class": {
-            name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(labels, prec, rec, f1, support)
-        },
-        "confusion": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
-    }
+__all__ = ["fit_baseline"]
 
 
 def fit_baseline(train: pd.DataFrame, test: pd.DataFrame, labels: list[str], seed: int = 42) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+from kit.core.io import sha256_file
 from kit.core.params import Params
 
 __all__ = ["MARKER", "CHECKPOINT_PREFIX", "run_fingerprint", "checkpoints", "find_resume_checkpoint"]
@@ -16,14 +17,6 @@ MARKER = "kit_complete.json"  # written last into a checkpoint: a checkpoint wit
 CHECKPOINT_PREFIX = "checkpoint-"
 # Keys that change neither the weights nor the data order: a checkpoint stays valid when only these differ.
 _NOT_FINGERPRINTED = {"min_macro_f1", "keep_checkpoints", "checkpoint_dir", "logging_steps"}
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def run_fingerprint(params: Params, data_dir: str | Path, world_size: int = 1) -> str:
@@ -39,7 +32,7 @@ def run_fingerprint(params: Params, data_dir: str | Path, world_size: int = 1) -
     blob = {
         "model": params.model.model_dump(mode="json"),
         "train": train,
-        "data": {p.name: _file_sha256(p) for p in sorted(data_dir.glob("*.parquet")) + [data_dir / "labels.json"]},
+        "data": {p.name: sha256_file(p) for p in sorted(data_dir.glob("*.parquet")) + [data_dir / "labels.json"]},
         "world_size": world_size,
         "versions": [torch.__version__, transformers.__version__],
     }

@@ -33,4 +33,4 @@ def finetune(
     from kit.finetune.train import run_finetune  # imports torch and transformers
 
     cwd = Path.cwd()
-    run_finetune(params, root, cwd / data_dir, cwd / model_dir, cwd / reports_dir)
+    run_finetune(params, root, data_dir=cwd / data_dir, model_dir=cwd / model_dir, reports_dir=cwd / reports_dir)

@@ -1,5 +1,5 @@
 """Figures and tables of the finetune stage's report: training curves, confusion matrices, summary and per-class tables.
-Pure functions of reports/train.json (and the Trainer's log history); matplotlib is imported lazily."""
+Pure functions of the TrainReport (its `history` is the Trainer's log); matplotlib is imported lazily."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+from kit.core.reports import TrainReport
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -55,27 +57,27 @@ def plot_confusion(confusions: dict[str, list[list[int]]], labels: list[str]) ->
     return fig
 
 
-def summary_table(report: dict[str, Any]) -> pd.DataFrame:
+def summary_table(report: TrainReport) -> pd.DataFrame:
     """Test accuracy and macro-F1 of the fine-tuned model beside the baseline, plus speed."""
-    tr = report["train"]
+    tr = report.train
     return pd.DataFrame(
         [
-            {"model": "fine-tuned", "test accuracy": report["model"]["accuracy"],
-             "test macro-F1": report["model"]["macro_f1"], "train time (s)": tr["train_time_s"],
-             "train samples/s": tr["train_samples_per_s"]},
-            {"model": "TF-IDF + LR baseline", "test accuracy": report["baseline"]["accuracy"],
-             "test macro-F1": report["baseline"]["macro_f1"], "train time (s)": report["baseline"]["fit_time_s"],
+            {"model": "fine-tuned", "test accuracy": report.model.accuracy,
+             "test macro-F1": report.model.macro_f1, "train time (s)": tr.train_time_s,
+             "train samples/s": tr.train_samples_per_s},
+            {"model": "TF-IDF + LR baseline", "test accuracy": report.baseline.accuracy,
+             "test macro-F1": report.baseline.macro_f1, "train time (s)": report.baseline.fit_time_s,
              "train samples/s": None},
         ]
     ).set_index("model")
 
 
-def per_class_table(report: dict[str, Any]) -> pd.DataFrame:
+def per_class_table(report: TrainReport) -> pd.DataFrame:
     """Per-class precision / recall / F1 of both models on the test split."""
     rows = []
-    for name in report["labels"]:
-        m, b = report["model"]["per_class"][name], report["baseline"]["per_class"][name]
-        rows.append({"class": name, "support": m["support"], "precision": m["precision"], "recall": m["recall"],
-                     "F1": m["f1"], "baseline precision": b["precision"], "baseline recall": b["recall"],
-                     "baseline F1": b["f1"]})
+    for name in report.labels:
+        m, b = report.model.per_class[name], report.baseline.per_class[name]
+        rows.append({"class": name, "support": m.support, "precision": m.precision, "recall": m.recall,
+                     "F1": m.f1, "baseline precision": b.precision, "baseline recall": b.recall,
+                     "baseline F1": b.f1})
     return pd.DataFrame(rows).set_index("class")

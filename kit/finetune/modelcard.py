@@ -3,9 +3,8 @@ The card states data, training setup, metrics beside the baseline, intended use 
 
 from __future__ import annotations
 
-from typing import Any
-
 from kit.core.params import Params
+from kit.core.reports import TrainReport
 
 __all__ = ["render_model_card"]
 
@@ -14,19 +13,22 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def render_model_card(report: dict[str, Any], params: Params) -> str:
+def render_model_card(report: TrainReport, params: Params) -> str:
     """Markdown model card.
 
     Args:
-        report: what run_finetune wrote to reports/train.json.
+        report: what run_finetune wrote to reports/train.json (read it back with
+            `read_report(path, TrainReport)`).
         params: the validated params the run used.
 
     Returns:
         The card as Markdown.
     """
-    m, b, tr, data = report["model"], report["baseline"], report["train"], report["data"]
+    m, b, tr, data = report.model, report.baseline, report.train, report.data
+    if b is None or report.macro_f1_gain is None:
+        raise ValueError("render_model_card needs the report of the main process (with the baseline)")
     t = params.finetune
-    labels = report["labels"]
+    labels = report.labels
     lines = [
         "# Model card: fine-tuned sentiment classifier",
         "",
@@ -34,20 +36,20 @@ def render_model_card(report: dict[str, Any], params: Params) -> str:
         "",
         "## Model",
         "",
-        f"- Base model: {tr['base_model']}, fine-tuned for sequence classification "
+        f"- Base model: {tr.base_model}, fine-tuned for sequence classification "
         f"({len(labels)} classes: {', '.join(labels)}).",
-        f"- Output: `{report['outputs']['model_dir']}/` (safetensors weights, config with id2label, tokenizer, labels.json).",
+        f"- Output: `{report.outputs['model_dir']}/` (safetensors weights, config with id2label, tokenizer, labels.json).",
         f"- Input: one text, truncated to {params.model.max_length} tokens. Output: one label and class probabilities "
         "(softmax of the logits).",
         "",
         "## Data",
         "",
-        f"- Training rows: {data['train_rows']:,} of {data['train_rows_available']:,} in the train split "
+        f"- Training rows: {data.train_rows:,} of {data.train_rows_available:,} in the train split "
         f"(`finetune.max_train_rows`, sampled with seed {t.seed}); class counts: "
-        + ", ".join(f"{k} {v:,}" for k, v in data["train_class_counts"].items())
+        + ", ".join(f"{k} {v:,}" for k, v in data.train_class_counts.items())
         + ".",
-        f"- Model selection: {data['validation_rows']:,} validation rows; evaluation: the whole test split "
-        f"({data['test_rows']:,} rows), never seen in training or selection.",
+        f"- Model selection: {data.validation_rows:,} validation rows; evaluation: the whole test split "
+        f"({data.test_rows:,} rows), never seen in training or selection.",
         "- Splits and cleaning come from the `data` stage (see its report).",
         "",
         "## Training",
@@ -61,32 +63,32 @@ def render_model_card(report: dict[str, Any], params: Params) -> str:
         f"{t.eval_steps} steps, best checkpoint kept"
         + (f", early stopping after {t.early_stopping_patience} evaluations without gain" if t.early_stopping_patience else "")
         + ".",
-        f"- Ran {tr['steps']} of {tr['max_steps']} steps ({tr['epochs']} epochs){' (stopped early)' if tr['stopped_early'] else ''}; "
-        f"best validation macro-F1 {_pct(tr['best_val_macro_f1'])} at step {tr['best_step']}.",
-        f"- {tr['processes']} process(es), {tr['threads_per_process']} thread(s) each; training took {tr['train_time_s']:.0f} s "
-        f"({tr['train_samples_per_s']} samples/s)"
-        + (f", resumed from the checkpoint at step {tr['resumed_from_step']}" if tr.get("resumed_from_step") else "")
+        f"- Ran {tr.steps} of {tr.max_steps} steps ({tr.epochs} epochs){' (stopped early)' if tr.stopped_early else ''}; "
+        f"best validation macro-F1 {_pct(tr.best_val_macro_f1)} at step {tr.best_step}.",
+        f"- {tr.processes} process(es), {tr.threads_per_process} thread(s) each; training took {tr.train_time_s:.0f} s "
+        f"({tr.train_samples_per_s} samples/s)"
+        + (f", resumed from the checkpoint at step {tr.resumed_from_step}" if tr.resumed_from_step else "")
         + ".",
         f"- Deterministic: seed {t.seed}, torch deterministic algorithms {'on' if t.deterministic else 'off'}; "
-        f"run fingerprint `{tr['fingerprint']}`.",
+        f"run fingerprint `{tr.fingerprint}`.",
         "",
         "## Metrics (test split)",
         "",
         "| model | accuracy | macro-F1 |",
         "|---|---|---|",
-        f"| fine-tuned | {_pct(m['accuracy'])} | {_pct(m['macro_f1'])} |",
-        f"| TF-IDF + logistic regression (same training rows) | {_pct(b['accuracy'])} | {_pct(b['macro_f1'])} |",
+        f"| fine-tuned | {_pct(m.accuracy)} | {_pct(m.macro_f1)} |",
+        f"| TF-IDF + logistic regression (same training rows) | {_pct(b.accuracy)} | {_pct(b.macro_f1)} |",
         "",
-        f"Fine-tuning gains {report['macro_f1_gain'] * 100:+.1f} points of macro-F1 over the baseline. "
-        f"Quality gate (`finetune.min_macro_f1` = {t.min_macro_f1}): {'passed' if report['gate']['passed'] else 'FAILED'}.",
+        f"Fine-tuning gains {report.macro_f1_gain * 100:+.1f} points of macro-F1 over the baseline. "
+        f"Quality gate (`finetune.min_macro_f1` = {t.min_macro_f1}): {'passed' if report.gate.passed else 'FAILED'}.",
         "",
         "| class | precision | recall | F1 | support | baseline F1 |",
         "|---|---|---|---|---|---|",
     ]
     for name in labels:
-        c, bc = m["per_class"][name], b["per_class"][name]
+        c, bc = m.per_class[name], b.per_class[name]
         lines.append(
-            f"| {name} | {_pct(c['precision'])} | {_pct(c['recall'])} | {_pct(c['f1'])} | {c['support']} | {_pct(bc['f1'])} |"
+            f"| {name} | {_pct(c.precision)} | {_pct(c.recall)} | {_pct(c.f1)} | {c.support} | {_pct(bc.f1)} |"
         )
     lines += [
         "",

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from kit.finetune.checkpoint import CHECKPOINT_PREFIX, MARKER
 from kit.core.errors import DataError
 from kit.core.io import write_json
+from kit.core.metrics import accuracy_macro_f1
+from kit.finetune.checkpoint import CHECKPOINT_PREFIX, MARKER
 
 __all__ = ["rank_and_world", "class_weights", "training_order", "trainer_classes", "compute_metrics"]
 
@@ -258,11 +259,5 @@ def _live_name(key: str) -> str | None:
 
 
 def compute_metrics(eval_pred) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, f1_score
-
-    logits, label_ids = eval_pred.predictions, eval_pred.label_ids
-    pred = np.asarray(logits).argmax(-1)
-    return {
-        "macro_f1": float(f1_score(label_ids, pred, average="macro", zero_division=0)),
-        "accuracy": float(accuracy_score(label_ids, pred)),
-    }
+    """The Trainer's validation metrics (macro-F1 picks the best checkpoint) from its logits and label ids."""
+    return accuracy_macro_f1(eval_pred.label_ids, np.asarray(eval_pred.predictions).argmax(-1))
