@@ -25,16 +25,16 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels:
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
     ids = list(range(len(labels)))
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    prec, rec, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    true, pred = np.asarray(y_true), np.asarray(y_pred)
+    prec, rec, f1, support = precision_recall_fscore_support(true, pred, labels=ids, zero_division=0)
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        "accuracy": float(accuracy_score(true, pred)),
+        "macro_f1": float(f1_score(true, pred, labels=ids, average="macro", zero_division=0)),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(labels, prec, rec, f1, support)
+            for name, p, r, f, s in zip(labels, prec, rec, f1, support, strict=True)
         },
-        "confusion": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
+        "confusion": confusion_matrix(true, pred, labels=ids).tolist(),
     }
 
 

@@ -7,20 +7,37 @@ import json
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kit.core.errors import ReportError
 from kit.core.io import write_text
 
 __all__ = [
-    "StageReport",
     "read_report",
     "write_report",
+    "StageReport",
+    "LengthStats",
+    "DataReport",
+    "ClassScores",
+    "ModelScores",
+    "BaselineScores",
+    "TrainData",
+    "TrainRun",
+    "QualityGate",
+    "TrainReport",
     "BenchHeadline",
     "BenchSelection",
     "BenchReport",
-    "ServeReport",
+    "ServedModel",
+    "ServeConfigUsed",
+    "LoadTestConfig",
+    "ColdStart",
+    "Resources",
+    "Shutdown",
+    "BareRate",
+    "BareModel",
     "ManifestCheck",
+    "ServeReport",
 ]
 
 R = TypeVar("R", bound="StageReport")
@@ -76,9 +93,6 @@ def read_report(path: str | Path, model: type[R]) -> R:
 
 # ------------------------------------------------------------------------------------------------------ data
 # (DataReport: reports/data.json)
-from typing import Literal  # noqa: E402  (kept under this heading so the stages' edits never touch each other)
-
-from pydantic import Field  # noqa: E402
 
 
 class LengthStats(BaseModel):
@@ -108,6 +122,7 @@ class DataReport(StageReport):
     text_words_mean: dict[str, float]
     outputs: dict[str, str] = {}
     length_histogram: dict[str, list[int]] = Field(default_factory=dict, exclude=True)
+
 
 # -------------------------------------------------------------------------------------------------- finetune
 # (TrainReport: reports/train.json)

@@ -3,8 +3,7 @@ run_data is the stage (notebooks/01_data.ipynb calls it); the names below load t
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from kit.core.lazy import lazy_api
 
 __all__ = [
     "run_data",
@@ -31,12 +30,4 @@ _HOME = {
     "save_plots": "kit.data.figures",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(_HOME[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_api(__name__, _HOME)

@@ -4,8 +4,7 @@ below load their module on first use, so importing this package (or kit.finetune
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from kit.core.lazy import lazy_api
 
 __all__ = [
     "run_finetune",
@@ -42,12 +41,4 @@ _HOME = {
     "per_class_table": "kit.finetune.figures",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(_HOME[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_api(__name__, _HOME)
