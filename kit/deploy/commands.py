@@ -22,6 +22,12 @@ def _params(params_file: Path):  # -> kit.core.params.Params
     return load_params(params_file)
 
 
+def _manifests_dir(option: Path | None, params_file: Path, out_dir: str) -> Path:
+    """--dir/--out as given (relative to cwd); else deploy.out_dir, which params.yaml states relative to its own
+    directory (the project root), so the default is the same wherever the command runs."""
+    return option if option is not None else params_file.resolve().parent / out_dir
+
+
 @deploy_app.command("render")
 def render_cmd(
     params_file: Annotated[Path, typer.Option("--params", help="params file")] = Path("params.yaml"),
@@ -35,7 +41,8 @@ def render_cmd(
 
     p = _params(params_file)
     cwd = Path.cwd()
-    files = render(p, report_path=cwd / report, out_dir=cwd / (out or Path(p.deploy.out_dir)), root=cwd)
+    target = _manifests_dir(out, params_file, p.deploy.out_dir)
+    files = render(p, report_path=cwd / report, out_dir=cwd / target, root=params_file.resolve().parent)
     for f in files:
         typer.echo(str(f.relative_to(cwd) if f.is_relative_to(cwd) else f))
     if not report.is_file():
@@ -54,7 +61,7 @@ def validate_cmd(
     from kit.deploy.validate import validate_dir
 
     p = _params(params_file)
-    rep = validate_dir(directory or Path(p.deploy.out_dir), p.deploy.k8s_version, checkov=checkov)
+    rep = validate_dir(_manifests_dir(directory, params_file, p.deploy.out_dir), p.deploy.k8s_version, checkov=checkov)
     for line in rep.lines():
         typer.echo(line)
     if not rep.ok:
@@ -76,7 +83,10 @@ def apply_cmd(
 
     p = _params(params_file)
     log = apply_manifests(
-        directory or Path(p.deploy.out_dir), sets=list(sets or ["online"]), context=context, dry_run_only=dry_run
+        _manifests_dir(directory, params_file, p.deploy.out_dir),
+        sets=list(sets or ["online"]),
+        context=context,
+        dry_run_only=dry_run,
     )
     for line in log:
         typer.echo(line)

@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from kit.core.io import sha256_file
+from kit.core.io import rel_path, sha256_file
 from kit.core.params import Params
 
 __all__ = ["MARKER", "CHECKPOINT_PREFIX", "run_fingerprint", "checkpoints", "find_resume_checkpoint"]
@@ -74,15 +74,21 @@ def find_resume_checkpoint(ckpt_dir: str | Path, fingerprint: str, cleanup: bool
             complete.append(ckpt)
         else:
             stale.append(ckpt)
+    def shown(path: Path) -> str:  # logs land in executed notebooks: no machine path, relative to the run's cwd
+        return rel_path(path, Path.cwd())
+
     for ckpt in partial:
-        log(f"ignoring half-written checkpoint {ckpt} (no completion marker)")
+        log(f"ignoring half-written checkpoint {shown(ckpt)} (no completion marker)")
     if stale:
-        log(f"{len(stale)} checkpoint(s) in {ckpt_dir} belong to other params or data (fingerprint differs): not resuming")
+        log(
+            f"{len(stale)} checkpoint(s) in {shown(ckpt_dir)} belong to other params or data (fingerprint differs): "
+            "not resuming"
+        )
     if cleanup:
         for ckpt in partial + stale:
             shutil.rmtree(ckpt, ignore_errors=True)
     if complete:
-        log(f"resuming from {complete[-1]} (fingerprint {fingerprint})")
+        log(f"resuming from {shown(complete[-1])} (fingerprint {fingerprint})")
         return complete[-1]
-    log(f"no checkpoint of this run in {ckpt_dir}: starting fresh (fingerprint {fingerprint})")
+    log(f"no checkpoint of this run in {shown(ckpt_dir)}: starting fresh (fingerprint {fingerprint})")
     return None
