@@ -196,3 +196,38 @@ def test_layout_paths_are_what_dvc_yaml_declares():
     for name in STAGE_NAMES:
         assert STAGES[name].notebook in declared(name, "deps")
         assert dvc[name]["cmd"] == f"kit run {name}"
+
+
+def test_the_installed_package_holds_every_sub_package(tmp_path):
+    # The image installs the kit with `pip install .`: a wheel that drops a sub-package would serve nothing.
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "src"
+    shutil.copytree(KIT, src / "kit", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    (wheel,) = tmp_path.glob("kit-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {p.relative_to(REPO).as_posix() for p in KIT.rglob("*.py") if "__pycache__" not in p.parts}
+    assert expected <= names, sorted(expected - names)
