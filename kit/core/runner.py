@@ -137,6 +137,11 @@ def run_stage(name: str, params_file: str | Path = "params.yaml", root: str | Pa
     os.environ.setdefault("TQDM_MININTERVAL", "5")
     os.environ.setdefault("TQDM_NCOLS", "100")
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # tqdm.auto warns in a kernel without ipywidgets, quoting its own file's machine path into the notebook;
+    # papermill has no widget front end to lose, so the warning is noise in every executed notebook.
+    quiet = "ignore:IProgress not found"
+    if quiet not in os.environ.get("PYTHONWARNINGS", ""):
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
     kernels = _kernel_dir()
     os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [kernels.name, os.environ.get("JUPYTER_PATH")]))
     start = time.perf_counter()
