@@ -1,0 +1,89 @@
+"""Per-feature drift scores and the HTML drift report, both through Evidently (imported lazily: it is heavy).
+The kit wraps only what it needs: one Evidently stattest per feature, and a Report of ValueDrift metrics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kit.core.io import write_text
+from kit.monitor.features import FeatureSpec, MonitorError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["column_score", "feature_scores", "write_drift_report"]
+
+
+def _column_type(kind: str):  # -> evidently ColumnType
+    from evidently import ColumnType
+
+    return ColumnType.Numerical if kind == "numeric" else ColumnType.Categorical
+
+
+def column_score(reference: pd.Series, current: pd.Series, spec: FeatureSpec) -> float:
+    """Evidently's drift score of one column: a p-value for p-value methods, else a distance.
+
+    Args:
+        reference: the reference sample of the column.
+        current: the window's values.
+        spec: the feature (its kind and Evidently method).
+
+    Returns:
+        The score; a test that cannot be computed (NaN) counts as the most extreme score, so it never hides drift.
+    """
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+
+    ctype = _column_type(spec.kind)
+    try:
+        test = get_stattest(reference, current, ctype, spec.method)
+    except Exception as exc:  # Evidently raises its own errors for unknown methods or kinds
+        raise MonitorError(f"feature {spec.name!r}: Evidently has no {spec.kind} drift method {spec.method!r}") from exc
+    score = float(test(reference, current, ctype, None).drift_score)
+    if math.isnan(score):
+        return 0.0 if spec.lower_is_drift else math.inf
+    return score
+
+
+def feature_scores(reference: pd.DataFrame, current: pd.DataFrame, features: Sequence[FeatureSpec]) -> dict[str, float]:
+    """Evidently's drift score for each feature of `current` against `reference` (name -> score)."""
+    return {f.name: column_score(reference[f.name], current[f.name], f) for f in features}
+
+
+def write_drift_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    path: str | Path,
+    *,
+    features: Sequence[FeatureSpec],
+    thresholds: dict[str, float] | None = None,
+) -> Path:
+    """Write Evidently's HTML drift report (one ValueDrift per feature) for a reference/current pair, atomically.
+
+    Args:
+        reference: the reference sample.
+        current: the window.
+        path: where the HTML goes (its directory is created).
+        features: the features to show, with their methods.
+        thresholds: per feature, the calibrated threshold to show instead of Evidently's default.
+
+    Returns:
+        The path written.
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+
+    thresholds = thresholds or {}
+    cols = [f.name for f in features]
+    definition = DataDefinition(
+        numerical_columns=[f.name for f in features if f.kind == "numeric"],
+        categorical_columns=[f.name for f in features if f.kind == "categorical"],
+    )
+    metrics = [ValueDrift(column=f.name, method=f.method, threshold=thresholds.get(f.name)) for f in features]
+    snapshot = Report(metrics).run(
+        Dataset.from_pandas(current[cols], data_definition=definition),
+        Dataset.from_pandas(reference[cols], data_definition=definition),
+    )
+    return write_text(path, snapshot.get_html_str(as_iframe=False))
