@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
 from kit.monitor.drift import feature_scores
 from kit.monitor.embedding import MMDReference, mmd2
@@ -53,12 +53,10 @@ class FeatureCalibration(BaseModel):
     lower_is_drift: bool
     threshold: float
     null_scores: list[float]  # replay order, so the windows' joint scores survive for re-deciding
-    _sorted: np.ndarray | None = PrivateAttr(None)
 
     def _null(self) -> np.ndarray:
-        if self._sorted is None:
-            self._sorted = np.sort(np.asarray(self.null_scores, dtype=float))
-        return self._sorted
+        # Sorted on use (tens of microseconds): a cached copy would take part in pydantic's equality.
+        return np.sort(np.asarray(self.null_scores, dtype=float))
 
     def p_value(self, score: float) -> float:
         """Empirical p-value: the share of null windows (plus the window itself) at least as extreme as `score`."""

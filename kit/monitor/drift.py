@@ -17,7 +17,21 @@ if TYPE_CHECKING:
 __all__ = ["column_score", "feature_scores", "write_drift_report"]
 
 
+def _import_evidently() -> None:
+    """Import Evidently under pandas 3, which removed a helper Evidently 0.7.23 (the newest) imports at load time.
+
+    Only its data-integrity tests call it, and the kit runs none; the stand-in gives pandas 2's answer (the
+    dtype's scalar type) so a call would still be right. Remove when an Evidently release supports pandas 3."""
+    import pandas as pd
+    import pandas.core.dtypes.common as common
+
+    if not hasattr(common, "infer_dtype_from_object"):
+        common.infer_dtype_from_object = lambda dtype: pd.api.types.pandas_dtype(dtype).type  # type: ignore[attr-defined]
+    import evidently  # noqa: F401
+
+
 def _column_type(kind: str):  # -> evidently ColumnType
+    _import_evidently()
     from evidently import ColumnType
 
     return ColumnType.Numerical if kind == "numeric" else ColumnType.Categorical
@@ -34,9 +48,9 @@ def column_score(reference: pd.Series, current: pd.Series, spec: FeatureSpec) ->
     Returns:
         The score; a test that cannot be computed (NaN) counts as the most extreme score, so it never hides drift.
     """
+    ctype = _column_type(spec.kind)  # imports Evidently first
     from evidently.legacy.calculations.stattests.registry import get_stattest
 
-    ctype = _column_type(spec.kind)
     try:
         test = get_stattest(reference, current, ctype, spec.method)
     except Exception as exc:  # Evidently raises its own errors for unknown methods or kinds
@@ -72,6 +86,7 @@ def write_drift_report(
     Returns:
         The path written.
     """
+    _import_evidently()
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 

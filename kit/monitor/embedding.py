@@ -20,10 +20,16 @@ def _as_2d(x: np.ndarray, what: str) -> np.ndarray:
     return arr
 
 
-def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    # |a-b|^2 = |a|^2 + |b|^2 - 2ab, one matrix product; clip the tiny negatives rounding leaves.
-    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-    return np.maximum(d, 0.0)
+def _kernel(a: np.ndarray, b: np.ndarray, gamma: float, a_sq: np.ndarray | None = None) -> np.ndarray:
+    """RBF kernel matrix exp(-gamma |a-b|^2), computed in place from one matrix product (the window's hot path)."""
+    # |a-b|^2 = |a|^2 + |b|^2 - 2ab; clip the tiny negatives rounding leaves before the exponential.
+    k = a @ b.T
+    k *= -2.0
+    k += (a * a).sum(1)[:, None] if a_sq is None else a_sq[:, None]
+    k += (b * b).sum(1)[None, :]
+    np.maximum(k, 0.0, out=k)
+    k *= -gamma
+    return np.exp(k, out=k)
 
 
 def _mean_offdiag(k: np.ndarray) -> float:
@@ -36,7 +42,8 @@ def median_bandwidth(x: np.ndarray, *, max_rows: int = 1000, seed: int = 0) -> f
     x = _as_2d(x, "reference")
     if x.shape[0] > max_rows:
         x = x[np.random.default_rng(seed).choice(x.shape[0], max_rows, replace=False)]
-    d = _sq_dists(x, x)[np.triu_indices(x.shape[0], k=1)]
+    sq = (x * x).sum(1)
+    d = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)[np.triu_indices(x.shape[0], k=1)]
     sigma = float(np.sqrt(np.median(d)))
     if not sigma > 0:
         raise MonitorError("reference embeddings are all identical: no bandwidth for the RBF kernel")
@@ -50,13 +57,20 @@ class MMDReference:
     x: np.ndarray
     bandwidth: float
     kxx_mean: float
+    x_sq: np.ndarray  # squared row norms of x, reused by every window
+
+    @property
+    def gamma(self) -> float:
+        """The RBF kernel's 1 / (2 sigma^2)."""
+        return 1.0 / (2 * self.bandwidth**2)
 
     @classmethod
     def fit(cls, x: np.ndarray, *, bandwidth: float | None = None) -> MMDReference:
         """Fix the bandwidth (median heuristic unless given) and the reference kernel mean from `x`."""
         x = _as_2d(x, "reference")
         sigma = bandwidth if bandwidth is not None else median_bandwidth(x)
-        return cls(x=x, bandwidth=sigma, kxx_mean=_mean_offdiag(np.exp(-_sq_dists(x, x) / (2 * sigma**2))))
+        kxx = _mean_offdiag(_kernel(x, x, 1.0 / (2 * sigma**2)))
+        return cls(x=x, bandwidth=sigma, kxx_mean=kxx, x_sq=(x * x).sum(1))
 
 
 def mmd2(reference: MMDReference, current: np.ndarray) -> float:
@@ -72,9 +86,8 @@ def mmd2(reference: MMDReference, current: np.ndarray) -> float:
     y = _as_2d(current, "window")
     if y.shape[1] != reference.x.shape[1]:
         raise MonitorError(f"window embeddings have dim {y.shape[1]}, the reference's have {reference.x.shape[1]}")
-    gamma = 1.0 / (2 * reference.bandwidth**2)
-    kyy = _mean_offdiag(np.exp(-gamma * _sq_dists(y, y)))
-    kxy = float(np.exp(-gamma * _sq_dists(reference.x, y)).mean())
+    kyy = _mean_offdiag(_kernel(y, y, reference.gamma))
+    kxy = float(_kernel(reference.x, y, reference.gamma, reference.x_sq).mean())
     return reference.kxx_mean + kyy - 2.0 * kxy
 
 

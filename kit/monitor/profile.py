@@ -138,7 +138,8 @@ def build_reference(
     anchor = frame.iloc[a_idx].reset_index(drop=True)[[f.name for f in features]]
     mmd, emb, info = None, None, None
     if embeddings is not None:
-        emb = np.asarray(embeddings, dtype=np.float64)[a_idx[:embedding_rows]]
+        # float32 as saved, so a loaded reference scores windows exactly as the one calibrated here
+        emb = np.asarray(embeddings, dtype=np.float32)[a_idx[:embedding_rows]].astype(np.float64)
         mmd = MMDReference.fit(emb)
         info = EmbeddingInfo(rows=emb.shape[0], dim=emb.shape[1], bandwidth=mmd.bandwidth)
     pool_emb = None if embeddings is None else np.asarray(embeddings, dtype=np.float64)[p_idx]
