@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from kit.monitor.calibrate import Calibration, CalibrationSettings, bh_level, calibrate
-from kit.monitor.drift import column_score, feature_scores, write_drift_report
+from kit.monitor.drift import column_score, drift_report, feature_scores, report_scores, write_drift_report
 from kit.monitor.embedding import MMDReference, median_bandwidth, mmd2, mmd_cost_per_1000
 from kit.monitor.features import DEFAULT_FEATURES, EMBEDDING_FEATURE, MonitorError
 from kit.monitor.profile import Reference, build_reference
@@ -128,6 +128,8 @@ def test_too_few_rows_is_not_enough_data_never_drift(reference):
     frame, emb = predictions(30, seed=5, length_scale=3.0, label_p=(0.9, 0.05, 0.05))
     verdict = window_verdict(reference, frame, emb, model_version=VERSION, min_rows=50)
     assert verdict.status == NOT_ENOUGH_DATA and verdict.features == {} and verdict.rows == 30
+    empty = window_verdict(reference, frame.iloc[:0], model_version=VERSION)  # an empty log's window
+    assert empty.status == NOT_ENOUGH_DATA and empty.rows == 0
     # The same rows with a lower minimum are judged, and they are drift: the gate above is what held it back.
     assert window_verdict(reference, frame, emb, model_version=VERSION, min_rows=20).status == DRIFT
 
@@ -174,6 +176,15 @@ def test_evidently_scores_are_p_values_for_ks_and_flag_a_shift(reference):
     same = column_score(reference.sample[spec.name], predictions(WINDOW, seed=2)[0][spec.name], spec)
     moved = column_score(reference.sample[spec.name], predictions(WINDOW, seed=2, length_scale=1.4)[0][spec.name], spec)
     assert 0 <= moved < 1e-6 < 0.05 < same <= 1
+
+
+def test_the_report_shows_the_scores_the_verdict_used(reference):
+    # The HTML report and the verdict must tell the same story: Evidently's ValueDrift values are our scores.
+    frame, _ = predictions(WINDOW, seed=11, length_scale=1.1)
+    shown = report_scores(drift_report(reference.sample, frame, features=DEFAULT_FEATURES))
+    used = feature_scores(reference.sample, frame, DEFAULT_FEATURES)
+    assert shown.keys() == used.keys() and all(shown[k] == pytest.approx(used[k], rel=1e-9) for k in used)
+    assert min(used.values()) < 0.05  # a moved window, so the comparison is not between two sets of ones
 
 
 def test_evidently_html_report_is_written_atomically(reference, tmp_path):

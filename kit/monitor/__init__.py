@@ -15,6 +15,8 @@ _API = {
     "DEFAULT_FEATURES": "kit.monitor.features",
     "column_score": "kit.monitor.drift",
     "feature_scores": "kit.monitor.drift",
+    "drift_report": "kit.monitor.drift",
+    "report_scores": "kit.monitor.drift",
     "write_drift_report": "kit.monitor.drift",
     "MMDReference": "kit.monitor.embedding",
     "mmd2": "kit.monitor.embedding",

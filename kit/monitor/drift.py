@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kit.core.io import write_text
 from kit.monitor.features import FeatureSpec, MonitorError
@@ -14,7 +14,7 @@ from kit.monitor.features import FeatureSpec, MonitorError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["column_score", "feature_scores", "write_drift_report"]
+__all__ = ["column_score", "feature_scores", "drift_report", "report_scores", "write_drift_report"]
 
 
 def _import_evidently() -> None:
@@ -66,25 +66,23 @@ def feature_scores(reference: pd.DataFrame, current: pd.DataFrame, features: Seq
     return {f.name: column_score(reference[f.name], current[f.name], f) for f in features}
 
 
-def write_drift_report(
+def drift_report(
     reference: pd.DataFrame,
     current: pd.DataFrame,
-    path: str | Path,
     *,
     features: Sequence[FeatureSpec],
     thresholds: dict[str, float] | None = None,
-) -> Path:
-    """Write Evidently's HTML drift report (one ValueDrift per feature) for a reference/current pair, atomically.
+) -> Any:
+    """Run Evidently's Report of one ValueDrift per feature on a reference/current pair.
 
     Args:
         reference: the reference sample.
         current: the window.
-        path: where the HTML goes (its directory is created).
         features: the features to show, with their methods.
         thresholds: per feature, the calibrated threshold to show instead of Evidently's default.
 
     Returns:
-        The path written.
+        Evidently's Snapshot (`save_html`, `dict`); `report_scores` reads the per-feature scores from it.
     """
     _import_evidently()
     from evidently import DataDefinition, Dataset, Report
@@ -97,8 +95,40 @@ def write_drift_report(
         categorical_columns=[f.name for f in features if f.kind == "categorical"],
     )
     metrics = [ValueDrift(column=f.name, method=f.method, threshold=thresholds.get(f.name)) for f in features]
-    snapshot = Report(metrics).run(
+    return Report(metrics).run(
         Dataset.from_pandas(current[cols], data_definition=definition),
         Dataset.from_pandas(reference[cols], data_definition=definition),
     )
+
+
+def report_scores(snapshot: Any) -> dict[str, float]:
+    """The drift score of each ValueDrift metric in an Evidently Snapshot (column -> score)."""
+    return {
+        m["config"]["column"]: float(m["value"])
+        for m in snapshot.dict()["metrics"]
+        if m["config"].get("type", "").endswith(":ValueDrift")
+    }
+
+
+def write_drift_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    path: str | Path,
+    *,
+    features: Sequence[FeatureSpec],
+    thresholds: dict[str, float] | None = None,
+) -> Path:
+    """Write Evidently's HTML drift report (`drift_report`) for a reference/current pair, atomically.
+
+    Args:
+        reference: the reference sample.
+        current: the window.
+        path: where the HTML goes (its directory is created).
+        features: the features to show, with their methods.
+        thresholds: per feature, the calibrated threshold to show instead of Evidently's default.
+
+    Returns:
+        The path written.
+    """
+    snapshot = drift_report(reference, current, features=features, thresholds=thresholds)
     return write_text(path, snapshot.get_html_str(as_iframe=False))
