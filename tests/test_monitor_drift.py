@@ -162,6 +162,9 @@ def test_calibration_and_profile_round_trip_through_json(reference, tmp_path):
     assert a.features[EMBEDDING_FEATURE].score == pytest.approx(b.features[EMBEDDING_FEATURE].score, rel=1e-4)
     with pytest.raises(MonitorError, match="profile.json"):
         Reference.load(tmp_path / "nothing-here")
+    (tmp_path / "ref" / "embeddings.npy").unlink()
+    with pytest.raises(MonitorError, match="embeddings.npy"):
+        Reference.load(tmp_path / "ref")
 
 
 def test_too_few_null_windows_for_the_level_is_refused(reference):

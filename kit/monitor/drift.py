@@ -26,11 +26,11 @@ def _import_evidently() -> None:
     import pandas.core.dtypes.common as common
 
     if not hasattr(common, "infer_dtype_from_object"):
-        common.infer_dtype_from_object = lambda dtype: pd.api.types.pandas_dtype(dtype).type  # type: ignore[attr-defined]
+        common.infer_dtype_from_object = lambda dtype: pd.api.types.pandas_dtype(dtype).type
     import evidently  # noqa: F401
 
 
-def _column_type(kind: str):  # -> evidently ColumnType
+def _column_type(kind: str) -> Any:  # evidently's ColumnType
     _import_evidently()
     from evidently import ColumnType
 

@@ -3,6 +3,7 @@ Each feature names its kind (numeric or categorical) and the Evidently drift met
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -64,7 +65,7 @@ DEFAULT_FEATURES: tuple[FeatureSpec, ...] = (
 )
 
 
-def check_frame(frame: pd.DataFrame, features: tuple[FeatureSpec, ...] | list[FeatureSpec], what: str) -> None:
+def check_frame(frame: pd.DataFrame, features: Sequence[FeatureSpec], what: str) -> None:
     """Raise MonitorError naming the features `frame` lacks or holds nulls in.
 
     Args:

@@ -83,10 +83,12 @@ class Reference:
     def load(cls, directory: str | Path) -> Reference:
         """Read a reference saved by `save`; names the missing file."""
         d = Path(directory)
-        for name in (PROFILE, SAMPLE):
-            if not (d / name).is_file():
-                raise MonitorError(f"{d / name}: reference file missing (build the reference profile first)")
+        if not (d / PROFILE).is_file():
+            raise MonitorError(f"{d / PROFILE}: reference file missing (build the reference profile first)")
         profile = ReferenceProfile.model_validate(json.loads((d / PROFILE).read_text()))
+        for name in (SAMPLE, EMBEDDINGS) if profile.embedding is not None else (SAMPLE,):
+            if not (d / name).is_file():
+                raise MonitorError(f"{d / name}: reference file missing beside {PROFILE} (rebuild the reference)")
         emb = np.load(d / EMBEDDINGS).astype(np.float64) if profile.embedding is not None else None
         return cls(profile=profile, sample=pd.read_parquet(d / SAMPLE), embeddings=emb)
 
