@@ -1,0 +1,37 @@
+"""The monitor stage's detection side: per-feature drift through Evidently, thresholds calibrated on
+reference-vs-reference windows, embedding drift (MMD), the reference profile and a verdict per window.
+
+The public names below load their module on first use, so importing the package stays cheap: no Evidently,
+pandas or numpy until a function is called."""
+
+from __future__ import annotations
+
+from kit.core.lazy import lazy_api
+
+# name -> module that defines it
+_API = {
+    "MonitorError": "kit.monitor.features",
+    "FeatureSpec": "kit.monitor.features",
+    "DEFAULT_FEATURES": "kit.monitor.features",
+    "column_score": "kit.monitor.drift",
+    "feature_scores": "kit.monitor.drift",
+    "drift_report": "kit.monitor.drift",
+    "report_scores": "kit.monitor.drift",
+    "write_drift_report": "kit.monitor.drift",
+    "MMDReference": "kit.monitor.embedding",
+    "mmd2": "kit.monitor.embedding",
+    "mmd_cost_per_1000": "kit.monitor.embedding",
+    "CalibrationSettings": "kit.monitor.calibrate",
+    "Calibration": "kit.monitor.calibrate",
+    "calibrate": "kit.monitor.calibrate",
+    "score_window": "kit.monitor.calibrate",
+    "ReferenceProfile": "kit.monitor.profile",
+    "Reference": "kit.monitor.profile",
+    "build_reference": "kit.monitor.profile",
+    "WindowVerdict": "kit.monitor.verdict",
+    "window_verdict": "kit.monitor.verdict",
+}
+
+__all__ = list(_API)
+
+__getattr__, __dir__ = lazy_api(__name__, _API)
