@@ -155,6 +155,8 @@ def test_settings_refuse_unknown_alerts_and_bad_durations():
         AlertSettings(for_durations={"KitServeTypo": "5m"})
     with pytest.raises(ValidationError, match="rate_window"):
         AlertSettings(rate_window="5 minutes")
+    with pytest.raises(ValidationError, match="runbook_base_url"):
+        AlertSettings(runbook_base_url="https://docs.example.org/runbooks/#top")
     with pytest.raises(AlertConfigError, match="not a Prometheus duration"):
         duration_seconds("5min")
     assert duration_seconds("1h30m") == 5400

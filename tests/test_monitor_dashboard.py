@@ -199,14 +199,12 @@ def test_every_panel_query_and_alert_expression_runs_on_a_real_prometheus(promet
 def test_prometheus_loads_the_rules_and_fires_only_what_the_series_warrant(prometheus):
     firing = prometheus.wait_for('ALERTS{alertname="KitMonitorFeatureDrift",alertstate="firing"}')
     assert {a["metric"]["feature"] for a in firing} == {DRIFTED}
+    # 5 % of the test traffic gets a 503, above the 1 % tolerated.
+    prometheus.wait_for('ALERTS{alertname="KitServeErrorRatioHigh",alertstate="firing"}')
     groups = httpx.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
     rules = {r["name"]: r for g in groups for r in g["rules"]}
     assert set(rules) == set(ALERT_NAMES)
     assert all(r["health"] == "ok" for r in rules.values()), {n: r.get("lastError") for n, r in rules.items()}
-    # Ready, scraped, 5 % errors under a 1 % tolerance: only the error ratio and the drift may fire, not the rest.
-    prometheus.wait_for('ALERTS{alertname="KitServeErrorRatioHigh",alertstate="firing"}')
-    active = {
-        a["labels"]["alertname"]
-        for a in httpx.get(f"{prometheus.url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
-    }
-    assert active == {"KitMonitorFeatureDrift", "KitServeErrorRatioHigh"}, active
+    # Scraped, ready, fast, shallow queue, steady shares, good F1: nothing else fires.
+    alerts = httpx.get(f"{prometheus.url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+    assert {a["labels"]["alertname"] for a in alerts} == {"KitMonitorFeatureDrift", "KitServeErrorRatioHigh"}, alerts

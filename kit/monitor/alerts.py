@@ -79,7 +79,11 @@ class AlertSettings(BaseModel):
     rate_window: Duration = "5m"
     for_durations: dict[str, Duration] = Field(default_factory=dict)
     severities: dict[str, Severity] = Field(default_factory=dict)
-    runbook_base_url: str = Field("http://127.0.0.1:8000/runbooks/", description="The docs' runbooks page URL.")
+    runbook_base_url: str = Field(
+        "https://example.github.io/kit/runbooks/",
+        pattern=r"^https?://[^#\s]+$",
+        description="The published runbooks page, without a fragment (each alert adds its section's anchor).",
+    )
     serve_job: str = m.SERVE_JOB
     monitor_job: str = m.MONITOR_JOB
 
