@@ -1,5 +1,5 @@
-"""The monitor stage's detection side: per-feature drift through Evidently, thresholds calibrated on
-reference-vs-reference windows, embedding drift (MMD), the reference profile and a verdict per window.
+"""The monitor stage (library part, not yet a pipeline stage): per-feature drift through Evidently with thresholds
+calibrated on reference-vs-reference windows, embedding drift (MMD), alert rules, and the Grafana dashboard.
 
 The public names below load their module on first use, so importing the package stays cheap: no Evidently,
 pandas or numpy until a function is called."""
@@ -30,6 +30,17 @@ _API = {
     "build_reference": "kit.monitor.profile",
     "WindowVerdict": "kit.monitor.verdict",
     "window_verdict": "kit.monitor.verdict",
+    "AlertSettings": "kit.monitor.alerts",
+    "alert_rules": "kit.monitor.alerts",
+    "render_rules": "kit.monitor.alerts",
+    "render_prometheus_rule": "kit.monitor.alerts",
+    "write_rules": "kit.monitor.alerts",
+    "render_rule_tests": "kit.monitor.rule_tests",
+    "write_rule_tests": "kit.monitor.rule_tests",
+    "DashboardSettings": "kit.monitor.dashboard",
+    "build_dashboard": "kit.monitor.dashboard",
+    "write_dashboard": "kit.monitor.dashboard",
+    "monitor_gauges": "kit.monitor.metric_names",
 }
 
 __all__ = list(_API)
