@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import socket
-import subprocess
 import threading
-import time
 
-import httpx
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, start_http_server
@@ -20,8 +15,8 @@ from kit.monitor import metric_names as m
 from kit.monitor.alerts import ALERT_NAMES, AlertSettings, alert_rules, write_rules
 from kit.monitor.dashboard import RATE, DashboardSettings, build_dashboard, provisioning, write_dashboard
 from kit.serve.telemetry import ServeMetrics
+from tests.fixtures_prometheus import PROMETHEUS, run_prometheus, scrape_job
 
-PROMETHEUS = shutil.which("prometheus")
 LABELS = ("negative", "neutral", "positive")
 DRIFTED, CALM = "length_chars", "unk_rate"
 # Short windows for the test only: 1 s scrapes, so 15 s holds enough samples for rate().
@@ -56,12 +51,6 @@ def test_dashboard_has_the_panels_and_names_the_provisioned_datasource(tmp_path)
     other = build_dashboard(DashboardSettings(datasource_uid="elsewhere"))
     assert {t["datasource"]["uid"] for _, t in _targets(other)} == {"elsewhere"} != {uid}
     assert provisioning(settings)["datasources/kit.yaml"]["datasources"][0]["isDefault"] is True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _exporters(stop: threading.Event) -> tuple[list, threading.Thread]:
@@ -101,72 +90,19 @@ def _exporters(stop: threading.Event) -> tuple[list, threading.Thread]:
     return servers, thread
 
 
-class Prom:
-    """A running Prometheus and a tiny client for its HTTP API."""
-
-    def __init__(self, url: str):
-        self.url = url
-
-    def query(self, expr: str) -> dict:
-        return httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10).json()
-
-    def wait_for(self, expr: str, timeout: float = 60) -> list:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            res = self.query(expr)
-            if res["status"] == "success" and res["data"]["result"]:
-                return res["data"]["result"]
-            time.sleep(0.5)
-        raise AssertionError(f"Prometheus returned nothing for {expr} within {timeout} s")
-
-
 @pytest.fixture
 def prometheus(tmp_path):
     if PROMETHEUS is None:
         pytest.skip("prometheus not found: apt-get install prometheus (.ci/run installs it)")
     stop = threading.Event()
     servers, thread = _exporters(stop)
-    write_rules(tmp_path, TEST_ALERTS)
-    jobs = {m.SERVE_JOB: servers[0].server_port, m.MONITOR_JOB: servers[1].server_port}
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(tmp_path / "kit-alerts.rules.yml")],
-        "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]} for job, port in jobs.items()
-        ],
-    }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
-    cmd = [
-        PROMETHEUS,
-        f"--config.file={tmp_path / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--log.level=warn",
-    ]
-    log = (tmp_path / "prometheus.log").open("w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
-        prom = Prom(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()
-            try:
-                if httpx.get(f"{prom.url}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "prometheus did not become ready"
-            time.sleep(0.2)
-        yield prom
+        write_rules(tmp_path, TEST_ALERTS)
+        jobs = {m.SERVE_JOB: servers[0].server_port, m.MONITOR_JOB: servers[1].server_port}
+        scrapes = [scrape_job(job, port) for job, port in jobs.items()]
+        with run_prometheus(tmp_path, scrapes, [tmp_path / "kit-alerts.rules.yml"]) as prom:
+            yield prom
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
         stop.set()
         thread.join(timeout=5)
         for server in servers:
@@ -201,10 +137,9 @@ def test_prometheus_loads_the_rules_and_fires_only_what_the_series_warrant(prome
     assert {a["metric"]["feature"] for a in firing} == {DRIFTED}
     # 5 % of the test traffic gets a 503, above the 1 % tolerated.
     prometheus.wait_for('ALERTS{alertname="KitServeErrorRatioHigh",alertstate="firing"}')
-    groups = httpx.get(f"{prometheus.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
-    rules = {r["name"]: r for g in groups for r in g["rules"]}
+    rules = prometheus.rules()
     assert set(rules) == set(ALERT_NAMES)
     assert all(r["health"] == "ok" for r in rules.values()), {n: r.get("lastError") for n, r in rules.items()}
     # Scraped, ready, fast, shallow queue, steady shares, good F1: nothing else fires.
-    alerts = httpx.get(f"{prometheus.url}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+    alerts = prometheus.alerts()
     assert {a["labels"]["alertname"] for a in alerts} == {"KitMonitorFeatureDrift", "KitServeErrorRatioHigh"}, alerts

@@ -41,6 +41,11 @@ _API = {
     "build_dashboard": "kit.monitor.dashboard",
     "write_dashboard": "kit.monitor.dashboard",
     "monitor_gauges": "kit.monitor.metric_names",
+    "PushSettings": "kit.monitor.exporter",
+    "WindowSignals": "kit.monitor.exporter",
+    "window_signals": "kit.monitor.exporter",
+    "verdict_registry": "kit.monitor.exporter",
+    "DriftPublisher": "kit.monitor.exporter",
 }
 
 __all__ = list(_API)
