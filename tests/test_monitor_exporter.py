@@ -1,6 +1,5 @@
-"""The drift exporter (kit.monitor.exporter) against real components: requests replayed over HTTP through a running
-`kit serve`, each window's verdict pushed to Debian's Pushgateway, and a real Prometheus scraping both and
-evaluating the kit's alert rules; its HTTP API must show the series and fire the drift alert for the shift only."""
+"""The drift exporter (kit.monitor.exporter) with real components: `kit serve` over HTTP, Debian's Pushgateway and a
+Prometheus evaluating the kit's rules, whose API must show the series and fire the drift alert for the shift only."""
 
 from __future__ import annotations
 
