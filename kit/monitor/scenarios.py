@@ -193,7 +193,7 @@ def _shift_draws(pool: pd.DataFrame, s: ScenarioSettings) -> tuple[dict[str, _Dr
         "typos": typos,
         "vocabulary": vocabulary,
     }
-    meta = {
+    meta: dict[str, dict[str, Any]] = {
         "control": {"description": "unseen rows of the same distribution"},
         "label_prior": {"description": f"class {cls!r} weighted x{s.prior_factor:g}", "class": cls,
                         "base_share": float(shares[cls]), "expected_share": prior_share},
