@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -158,9 +159,58 @@ def test_delayed_label_file_errors(tmp_path):
         read_delayed_labels(tmp_path / "l.csv")
 
 
+def test_writer_closes_files_by_age_so_readers_see_recent_records(tmp_path):
+    writer = PredictionLogWriter(LogSettings(directory=tmp_path, max_age_s=0.1, flush_interval_s=0.02)).start()
+    try:
+        writer.log([record(i) for i in range(3)])
+        deadline = time.monotonic() + 5
+        while not writer.files and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(read_prediction_log(tmp_path).frame) == 3  # closed while the writer still runs
+    finally:
+        writer.close()
+
+
+def test_close_counts_records_no_thread_will_write(tmp_path):
+    writer = PredictionLogWriter(LogSettings(directory=tmp_path))
+    writer.log([record(i) for i in range(4)])
+    writer.close()  # never started
+    assert writer.dropped == 4 and writer.written == 0
+
+
 def test_writer_rotates_by_bytes(tmp_path: Path):
     with PredictionLogWriter(LogSettings(directory=tmp_path, max_bytes=1024)) as writer:
         writer.log([record(i) for i in range(40)])
     sizes = [p.stat().st_size for p in writer.files]
     assert len(sizes) > 3 and all(s < 1024 + 400 for s in sizes)
     assert len(read_prediction_log(tmp_path).frame) == 40
+
+
+def test_a_fastapi_app_owns_the_writer_through_its_lifespan(tmp_path, tok):
+    import asyncio
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.predlog = PredictionLogWriter(LogSettings(directory=tmp_path)).start()
+        yield
+        await asyncio.to_thread(app.state.predlog.close)
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.post("/predict")
+    def predict(body: dict) -> dict:
+        feats = text_features(tok, [body["text"]])[0]
+        rec = make_record(feats, body["id"], "neutral", confidence=0.5, latency_ms=1.0, model_version="v1")
+        app.state.predlog.log([rec])
+        return {"label": "neutral"}
+
+    with TestClient(app) as client:
+        for i in range(20):
+            assert client.post("/predict", json={"id": f"q{i}", "text": f"text number {i}"}).status_code == 200
+    frame = read_prediction_log(tmp_path).frame  # closed by the lifespan's shutdown
+    assert sorted(frame["request_id"]) == sorted(f"q{i}" for i in range(20))
+    assert frame.set_index("request_id").loc["q3", "text_hash"] == text_hash("text number 3")

@@ -110,6 +110,8 @@ def test_vocabulary_shift_is_another_language_named_in_metadata(pool, scenarios)
     words = [x.strip(".").lower() for w in shifted(s) for t in w.texts for x in t.split()]
     assert np.mean([x in english for x in words]) < 0.1
     assert all(lab is None for w in shifted(s) for lab in w.labels)
+    lengths = [len(t) for w in shifted(s) for t in w.texts]  # lengths matched: only the vocabulary moves
+    assert np.mean(lengths) == pytest.approx(pool["text"].str.len().mean(), rel=0.1)
 
 
 def test_gradual_shift_ramps_over_windows(pool, scenarios):
@@ -139,6 +141,8 @@ def test_bad_sources_and_names_are_refused(tmp_path, pool):
     pool[["text"]].to_parquet(tmp_path / "test.parquet")
     with pytest.raises(MonitorError, match="lacks column.*label"):
         load_pool(tmp_path / "test.parquet")
+    with pytest.raises(ValueError, match="shift_starts_at \\(8\\) must be below windows \\(8\\)"):
+        ScenarioSettings(windows=8, shift_starts_at=8)
     pool.assign(label_id=0).to_parquet(tmp_path / "test.parquet")
     assert load_pool(tmp_path / "test.parquet").equals(pool)
 

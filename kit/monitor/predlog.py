@@ -152,6 +152,17 @@ class PredictionLogWriter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._thread is None or not self._thread.is_alive():
+            # A `log` racing with shutdown (or a writer never started) leaves records no thread will write.
+            lost = 0
+            while True:
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                lost += 1
+            with self._lock:
+                self.dropped += lost
 
     def __enter__(self) -> PredictionLogWriter:
         return self.start()
@@ -226,8 +237,11 @@ class PredictionLogWriter:
     def _rotate(self) -> None:
         if self._file is None or self._file_path is None:
             return
-        self._file.close()
         final = self._file_path.with_name(self._file_path.name[1 : -len(OPEN_SUFFIX)] + LOG_SUFFIX)
-        os.replace(self._file_path, final)
-        self.files.append(final)
+        try:
+            self._file.close()
+            os.replace(self._file_path, final)
+            self.files.append(final)
+        except OSError as exc:  # the records stay in the hidden file; the next batch opens a new one
+            self.error = f"{self._file_path}: {exc}"
         self._file, self._file_path = None, None

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kit.monitor.features import MonitorError
 
@@ -66,6 +66,12 @@ class ScenarioSettings(BaseModel):
     gradual_kind: Literal["typos", "vocabulary", "length_long"] = "vocabulary"
     label_fraction: float = Field(0.3, ge=0, le=1)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _shift_inside(self) -> ScenarioSettings:
+        if self.shift_starts_at >= self.windows:
+            raise ValueError(f"shift_starts_at ({self.shift_starts_at}) must be below windows ({self.windows})")
+        return self
 
 
 @dataclass(frozen=True)
@@ -146,8 +152,10 @@ def foreign_texts(lengths: np.ndarray, locale: str, seed: int) -> list[str]:
     fake.seed_instance(seed)
     texts = []
     for n in lengths:
-        text = fake.sentence(nb_words=max(2, int(n) // 7))
-        texts.append(text[: max(int(n), 1)])
+        words: list[str] = []
+        while len(" ".join(words)) < n:
+            words.extend(fake.words(4))
+        texts.append(" ".join(words)[: max(int(n) - 1, 1)].rstrip().capitalize() + ".")
     return texts
 
 
@@ -260,7 +268,7 @@ def _build(name: str, pool: pd.DataFrame, s: ScenarioSettings, prepared: tuple[d
                 labels=[labels[i] for i in order],
                 request_ids=[f"{name}-{k:03d}-{i:04d}" for i in range(s.window_size)],
                 shifted_share=share,
-            )  # fmt: skip
+            )
         )
     start = None if name == "control" else s.shift_starts_at
     return Scenario(name=name, windows=windows, shift_starts_at=start, metadata=meta[name])
