@@ -4,7 +4,6 @@ tokenizer's features flags the shifted windows while the control stays quiet."""
 
 from __future__ import annotations
 
-import shutil
 from importlib.metadata import version
 
 import numpy as np
@@ -17,7 +16,7 @@ from kit.monitor.profile import build_reference
 from kit.monitor.scenarios import SCENARIOS, ScenarioSettings, add_typos, build_scenario, build_scenarios, load_pool
 from kit.monitor.textfeatures import features_frame, load_feature_tokenizer
 from kit.monitor.verdict import DRIFT, NO_DRIFT, window_verdict
-from tests.fixtures_serve import embedded_model_dir
+from tests.fixtures_serve import build_tiny_serving_dir
 
 COMMON = "the a to and of in it is was for on with this that my at we you day time flight service".split()
 MOOD = {
@@ -147,41 +146,60 @@ def test_bad_sources_and_names_are_refused(tmp_path, pool):
     assert load_pool(tmp_path / "test.parquet").equals(pool)
 
 
-# --------------------------------------------------------------------------------- detection on real features
+# ------------------------------------------------------------------------------- detection through the served model
 @pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    d = tmp_path_factory.mktemp("serving")
-    shutil.copy(embedded_model_dir() / "tokenizer.json", d / "tokenizer.json")
-    return load_feature_tokenizer(d)
+def served(tmp_path_factory):
+    """The tiny serving dir's tokenizer and classifier (kit.serve's own loaders)."""
+    from kit.serve.model import OnnxTextClassifier, read_model_dir
+
+    model_dir = build_tiny_serving_dir(tmp_path_factory.mktemp("serving") / "model")
+    meta = read_model_dir(model_dir, default_max_length=64)
+    return load_feature_tokenizer(model_dir), OnnxTextClassifier(meta, threads=1), meta
 
 
-TEXT_FEATURES = tuple(f for f in DEFAULT_FEATURES if f.name != "confidence")
+def served_frame(served, texts: list[str]) -> pd.DataFrame:
+    """What the prediction log would hold for `texts`: tokenizer features, predicted label and its confidence."""
+    tok, clf, meta = served
+    probs = np.concatenate([clf.predict_proba(texts[i : i + 256]) for i in range(0, len(texts), 256)])
+    labels = [meta.labels[j] for j in probs.argmax(axis=1)]
+    return features_frame(tok, texts, labels=labels, confidences=probs.max(axis=1).tolist())
 
 
-def window_frame(tok, window):
-    # No model here: the true label stands in for the prediction, a fixed class where the source has none.
-    return features_frame(tok, window.texts, labels=[lab or "neutral" for lab in window.labels])
-
-
-def test_shift_is_detected_on_tokenizer_features_while_the_control_is_quiet(tok, scenarios):
+def test_shift_is_detected_on_served_features_while_the_control_is_quiet(served, scenarios):
     ref_pool = synthetic_pool(3000, seed=2)  # same distribution, rows the scenarios never draw
     reference = build_reference(
-        features_frame(tok, ref_pool["text"].tolist(), labels=ref_pool["label"].tolist()),
-        model_version="v1", features=TEXT_FEATURES,
+        served_frame(served, ref_pool["text"].tolist()), model_version=served[2].version,
         settings=CalibrationSettings(target=0.05, window_size=150, n_null=150, seed=0),
     )  # fmt: skip
-    verdicts = {
-        name: [window_verdict(reference, window_frame(tok, w), model_version="v1").status for w in s.windows]
-        for name, s in scenarios.items()
-    }
-    assert verdicts["control"] == [NO_DRIFT] * 6
+    assert [f.name for f in reference.profile.features] == [f.name for f in DEFAULT_FEATURES]
+
+    def verdict(window):
+        return window_verdict(reference, served_frame(served, window.texts), model_version=served[2].version)
+
+    verdicts = {name: [verdict(w) for w in s.windows] for name, s in scenarios.items()}
+    status = {name: [v.status for v in vs] for name, vs in verdicts.items()}
+    assert status["control"] == [NO_DRIFT] * 6
     # Windows before a shift are control windows too: at 5% per window, about one false alarm in 14 is expected.
-    before = [v for name in SCENARIOS[1:] for v in verdicts[name][:2]]
-    assert before.count(DRIFT) <= 2, verdicts
-    for name in ("label_prior", "typos", "vocabulary", "length_long", "length_short"):
-        assert verdicts[name][2:] == [DRIFT] * 6, (name, verdicts[name])
-    assert verdicts["gradual"][-3:] == [DRIFT] * 3, verdicts["gradual"]
-    typo = window_verdict(reference, window_frame(tok, scenarios["typos"].windows[-1]), model_version="v1")
-    assert "subword_rate" in typo.drifted_features
-    prior = window_verdict(reference, window_frame(tok, scenarios["label_prior"].windows[-1]), model_version="v1")
-    assert prior.drifted_features == ["label"]
+    before = [v for name in SCENARIOS[1:] for v in status[name][:2]]
+    assert before.count(DRIFT) <= 2, status
+    for name in ("typos", "vocabulary", "length_long", "length_short"):
+        assert status[name][2:] == [DRIFT] * 6, (name, status[name])
+    assert status["gradual"][-3:] == [DRIFT] * 3, status["gradual"]
+    assert "subword_rate" in verdicts["typos"][-1].drifted_features
+    assert "length_chars" in verdicts["length_long"][-1].drifted_features
+
+
+def test_label_prior_shift_shows_in_the_label_share_when_predictions_track_the_truth(served, scenarios):
+    # The tiny model is random, so its predicted classes barely follow the true ones; an accurate model's would.
+    # Its predictions are replaced by the true labels here (an oracle) to show the label feature catches the shift.
+    ref_pool = synthetic_pool(3000, seed=2)
+    reference = build_reference(
+        served_frame(served, ref_pool["text"].tolist()).assign(label=ref_pool["label"]), model_version="v",
+        settings=CalibrationSettings(target=0.05, window_size=150, n_null=150, seed=0),
+    )  # fmt: skip
+    verdicts = [
+        window_verdict(reference, served_frame(served, w.texts).assign(label=w.labels), model_version="v")
+        for w in scenarios["label_prior"].windows
+    ]
+    assert [v.status for v in verdicts] == [NO_DRIFT] * 2 + [DRIFT] * 6
+    assert all(v.drifted_features == ["label"] for v in verdicts[2:])
