@@ -1,0 +1,247 @@
+"""The prediction log: one record per served prediction (features, label, latency; a text hash, raw text only on
+request), written off the request path to rotating JSONL files; read back with corrupt lines skipped and counted."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kit.monitor.textfeatures import TextFeatures
+
+__all__ = [
+    "PredictionRecord",
+    "LogSettings",
+    "PredictionLogWriter",
+    "make_record",
+    "utc_now",
+    "OPEN_SUFFIX",
+    "LOG_SUFFIX",
+]
+
+LOG_SUFFIX, OPEN_SUFFIX = ".jsonl", ".jsonl.open"
+
+
+def utc_now() -> str:
+    """The current time as a UTC ISO-8601 string (the record's `time`)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    """One served prediction as logged. `text` stays None unless the log's settings allow raw text."""
+
+    request_id: str
+    time: str
+    text_hash: str
+    length_chars: int
+    length_tokens: int
+    unk_rate: float
+    subword_rate: float
+    label: str
+    confidence: float
+    latency_ms: float
+    model_version: str
+    text: str | None = None
+
+
+def make_record(
+    features: TextFeatures,
+    request_id: str,
+    label: str,
+    *,
+    confidence: float,
+    latency_ms: float,
+    model_version: str,
+    text: str | None = None,
+) -> PredictionRecord:
+    """The record of one prediction from its text features (the writer drops `text` unless raw text is allowed)."""
+    return PredictionRecord(
+        request_id=request_id, time=utc_now(), text_hash=features.text_hash, length_chars=features.length_chars,
+        length_tokens=features.length_tokens, unk_rate=features.unk_rate, subword_rate=features.subword_rate,
+        label=label, confidence=confidence, latency_ms=latency_ms, model_version=model_version, text=text,
+    )  # fmt: skip
+
+
+class LogSettings(BaseModel):
+    """Where and how the prediction log is written (defaults as the monitor params will name them).
+
+    Args:
+        directory: the folder the JSONL files go to.
+        log_text: keep the raw text in records (privacy: off by default; only the hash is kept).
+        max_records: records per file before it is closed and a new one opened.
+        max_bytes: bytes per file before rotation.
+        max_age_s: seconds a file stays open, so readers see recent records in closed files.
+        queue_size: records waiting to be written; beyond it `log` drops and counts rather than block a request.
+        batch_size: records the writer thread takes from the queue per write.
+        flush_interval_s: how long the writer thread waits for records before checking rotation and shutdown.
+        prefix: file name prefix.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    directory: Path
+    log_text: bool = False
+    max_records: int = Field(100_000, ge=1)
+    max_bytes: int = Field(64 * 2**20, ge=1024)
+    max_age_s: float = Field(300.0, gt=0)
+    queue_size: int = Field(10_000, ge=1)
+    batch_size: int = Field(512, ge=1)
+    flush_interval_s: float = Field(0.5, gt=0)
+    prefix: str = "predictions"
+
+
+class PredictionLogWriter:
+    """Batched, rotating JSONL writer owned by the server: `log` only enqueues; a daemon thread writes.
+
+    Closed files are renamed atomically from a hidden `.<name>.jsonl.open` to `<name>.jsonl`, so a reader never
+    sees a half-written file. A FastAPI app owns one through its lifespan::
+
+        writer = PredictionLogWriter(settings).start()   # before `yield`
+        await asyncio.to_thread(writer.close)            # after `yield`: flushes what is queued
+    """
+
+    def __init__(self, settings: LogSettings):
+        self.settings = settings
+        self._queue: queue.Queue[PredictionRecord] = queue.Queue(maxsize=settings.queue_size)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._file: IO[str] | None = None
+        self._file_path: Path | None = None
+        self._file_records = self._file_bytes = 0
+        self._opened_at = 0.0
+        self._seq = 0
+        self.dropped = self.written = 0
+        self.files: list[Path] = []
+        self.error: str | None = None
+
+    def start(self) -> PredictionLogWriter:
+        """Create the directory and start the writer thread; returns self."""
+        self.settings.directory.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+        return self
+
+    def log(self, records: list[PredictionRecord]) -> int:
+        """Enqueue records without blocking; those that find the queue full (or the writer closed) are dropped and
+        counted in `dropped`. Returns how many were accepted."""
+        accepted = 0
+        if not self._stop.is_set():
+            for rec in records:
+                try:
+                    self._queue.put_nowait(rec)
+                except queue.Full:
+                    break
+                accepted += 1
+        if accepted < len(records):
+            with self._lock:
+                self.dropped += len(records) - accepted
+        return accepted
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop taking records, write everything queued and close the last file."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._thread is None or not self._thread.is_alive():
+            # A `log` racing with shutdown (or a writer never started) leaves records no thread will write.
+            lost = 0
+            while True:
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                lost += 1
+            with self._lock:
+                self.dropped += lost
+
+    def __enter__(self) -> PredictionLogWriter:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stats(self) -> dict[str, int]:
+        """Counters for the server's metrics: written, dropped, queued, closed files."""
+        return {
+            "written": self.written,
+            "dropped": self.dropped,
+            "queued": self._queue.qsize(),
+            "files": len(self.files),
+        }
+
+    # ------------------------------------------------------------------------------------------ writer thread
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch:
+                self._write(batch)
+            elif self._stop.is_set() and self._queue.empty():
+                break
+            if self._file is not None and time.monotonic() - self._opened_at >= self.settings.max_age_s:
+                self._rotate()
+        self._rotate()
+
+    def _take(self) -> list[PredictionRecord]:
+        try:
+            batch = [self._queue.get(timeout=self.settings.flush_interval_s)]
+        except queue.Empty:
+            return []
+        while len(batch) < self.settings.batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _write(self, batch: list[PredictionRecord]) -> None:
+        s = self.settings
+        try:
+            for rec in batch:
+                row = asdict(rec)
+                if not s.log_text:
+                    row.pop("text")
+                line = json.dumps(row, separators=(",", ":"), ensure_ascii=False) + "\n"
+                if self._file is None:
+                    self._open()
+                assert self._file is not None
+                self._file.write(line)
+                self._file_records += 1
+                self._file_bytes += len(line.encode("utf-8"))
+                self.written += 1
+                if self._file_records >= s.max_records or self._file_bytes >= s.max_bytes:
+                    self._rotate()
+        except OSError as exc:  # a full disk must not take the server down: count the loss and go on
+            self.error = f"{self._file_path}: {exc}"
+            with self._lock:
+                self.dropped += len(batch)
+
+    def _open(self) -> None:
+        self._seq += 1
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        name = f"{self.settings.prefix}-{stamp}-{os.getpid()}-{self._seq:06d}"
+        self._file_path = self.settings.directory / f".{name}{OPEN_SUFFIX}"
+        self._file = open(self._file_path, "w", encoding="utf-8")  # noqa: SIM115 - kept open across batches
+        self._file_records = self._file_bytes = 0
+        self._opened_at = time.monotonic()
+
+    def _rotate(self) -> None:
+        if self._file is None or self._file_path is None:
+            return
+        final = self._file_path.with_name(self._file_path.name[1 : -len(OPEN_SUFFIX)] + LOG_SUFFIX)
+        try:
+            self._file.close()
+            os.replace(self._file_path, final)
+            self.files.append(final)
+        except OSError as exc:  # the records stay in the hidden file; the next batch opens a new one
+            self.error = f"{self._file_path}: {exc}"
+        self._file, self._file_path = None, None
