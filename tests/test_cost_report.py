@@ -1,0 +1,66 @@
+"""run_cost on the repo's real reports: a CostReport that round-trips as JSON, its recommendation, crossovers and
+training cost; the break-even plot is written."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from kit.core.reports import BenchReport, ServeReport, TrainReport, read_report, write_report
+from kit.cost import CostReport, CostSettings, plot_breakeven, read_prices, run_cost
+from kit.cost.options import OPTION_NAMES
+from kit.cost.queueing import young_daly_interval
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = CostSettings(sim_max_arrivals=5_000, curve_points=7, curve_max_arrivals=2_000)
+
+
+@pytest.fixture(scope="module")
+def report() -> CostReport:
+    return run_cost(
+        FAST,
+        serve=read_report(REPO / "reports/serve.json", ServeReport),
+        bench=read_report(REPO / "reports/bench.json", BenchReport),
+        train=read_report(REPO / "reports/train.json", TrainReport),
+        prices=read_prices(REPO / "cost/prices.yaml"),
+    )
+
+
+def test_report_round_trips_as_json(report, tmp_path):
+    path = write_report(tmp_path / "cost.json", report)
+    back = read_report(path, CostReport)
+    assert back == report
+    assert [o.name for o in back.options] == OPTION_NAMES
+    assert back.settings.traffic.requests_per_day == 1e6
+    assert "c7a.large" in back.prices and "not verified offline" in back.prices["c7a.large"]
+    assert "scaling" in back.assumptions and back.warnings == []
+
+
+def test_recommendation_meets_the_objective_and_names_what_changes_it(report):
+    rec = report.recommendation
+    chosen = next(o for o in report.options if o.name == rec.option)
+    assert chosen.p99_holds
+    assert all(o.monthly_usd >= chosen.monthly_usd for o in report.options if o.p99_holds)
+    assert rec.changes_at and all(rec.option in (c.cheaper_below, c.cheaper_above) for c in rec.changes_at)
+    texts = [c.text for c in report.crossovers]
+    assert any(t.startswith("serverless is cheaper than always_on below") for t in texts)
+    assert len(report.curves["requests_per_day"]) == FAST.curve_points
+    assert all(len(report.curves[n]) == FAST.curve_points for n in OPTION_NAMES)
+
+
+def test_training_cost_on_spot_vs_on_demand(report):
+    tr = report.training
+    assert tr.work_s == pytest.approx(184.0 + 221.5)  # train.json train_time_s + bench.json distill.seconds
+    assert tr.interval_params_s == pytest.approx(50 * 184.0 / 250)  # save_steps x seconds per step
+    assert tr.interval_optimal_s == pytest.approx(young_daly_interval(tr.checkpoint_write_s, tr.mtbf_h * 3600))
+    on_demand, spot_params, spot_optimal = tr.runs
+    assert on_demand.wall_s == pytest.approx(tr.work_s + math.floor(tr.work_s / tr.interval_params_s) * 3.0)
+    assert spot_params.wall_s > spot_optimal.wall_s  # fewer writes at the optimal interval
+    assert spot_optimal.usd < on_demand.usd and 0 < tr.spot_saving_share < 1
+
+
+def test_breakeven_plot_is_written(report, tmp_path):
+    out = plot_breakeven(report.curves, report.crossovers, tmp_path / "plots" / "cost_breakeven.png", at=1e6)
+    assert out.is_file() and out.read_bytes()[:4] == b"\x89PNG" and out.stat().st_size > 10_000
