@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from kit.cost.breakeven import crossovers
+from kit.cost.breakeven import Curves, choice_changes, crossovers
 from kit.cost.queueing import erlang_c, expected_runtime, mmc_mean_wait, mmc_wait_quantile, young_daly_interval
 from kit.cost.simulate import Autoscaler, simulate
 from kit.cost.training import mtbf_hours
@@ -90,20 +90,34 @@ def test_young_daly_and_expected_runtime():
     assert math.isinf(mtbf_hours(0.0))
 
 
+def _curves(costs: dict[str, list[float]], grid: list[float], holds: dict[str, list[bool]] | None = None) -> Curves:
+    holds = holds or {n: [True] * len(grid) for n in costs}
+    recommended = []
+    for k in range(len(grid)):
+        ok = [n for n in costs if holds[n][k]]
+        recommended.append(min(ok, key=lambda n: costs[n][k]) if ok else None)
+    return Curves(requests_per_day=grid, monthly_usd=costs, p99_holds=holds, recommended=recommended)
+
+
 def test_crossovers_found_and_named():
-    curves = {
-        "requests_per_day": [1.0, 10.0, 100.0, 1000.0],
-        "pay": [1.0, 10.0, 100.0, 1000.0],
-        "fixed": [10.0, 10.0, 10.0, 10.0],
-        "floor": [5.0, 5.0, 50.0, 500.0],
-    }
-    marks = crossovers(curves)
+    grid = [1.0, 10.0, 100.0, 1000.0]
+    costs = {"pay": [1.0, 10.0, 100.0, 1000.0], "fixed": [10.0, 10.0, 10.0, 10.0], "floor": [5.0, 5.0, 50.0, 500.0]}
+    marks = crossovers(_curves(costs, grid))
     by_pair = {(m.cheaper_below, m.cheaper_above): m for m in marks}
     assert by_pair[("pay", "fixed")].requests_per_day == pytest.approx(10.0)  # on a grid point
     assert by_pair[("pay", "fixed")].text == "pay is cheaper than fixed below 10 requests/day"
-    assert by_pair[("floor", "fixed")].requests_per_day == pytest.approx(
-        20.0
-    )  # floor = 5 x/10 there: log-log interpolation
+    assert by_pair[("floor", "fixed")].requests_per_day == pytest.approx(20.0)  # floor = 5 x/10 there: log-log
     assert ("pay", "floor") in by_pair and by_pair[("pay", "floor")].requests_per_day == pytest.approx(5.0)
     assert len(marks) == 3
-    assert crossovers({"requests_per_day": [1.0, 2.0], "a": [1.0, 1.0], "b": [1.0, 1.0]}) == []
+    assert crossovers(_curves({"a": [1.0, 1.0], "b": [1.0, 1.0]}, [1.0, 2.0])) == []
+
+
+def test_choice_changes_at_cost_crossings_and_where_the_objective_starts_holding():
+    grid = [1.0, 10.0, 100.0, 1000.0]
+    costs = {"pay": [1.0, 10.0, 100.0, 1000.0], "fixed": [20.0, 20.0, 20.0, 20.0], "cold": [0.1, 0.2, 0.3, 0.4]}
+    holds = {"pay": [True] * 4, "fixed": [True] * 4, "cold": [False, False, False, True]}
+    changes = choice_changes(_curves(costs, grid, holds))
+    assert [(c.below, c.above) for c in changes] == [("pay", "fixed"), ("fixed", "cold")]
+    assert changes[0].requests_per_day == pytest.approx(20.0) and "cost crossing" in changes[0].text
+    assert changes[1].requests_per_day == pytest.approx(math.sqrt(100 * 1000))  # bracket's geometric middle
+    assert "p99 verdicts change" in changes[1].text

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from kit.core.reports import BenchReport, ServeReport, read_report
-from kit.cost.breakeven import price_options, recommend
 from kit.cost.capacity import Capacity, instance_warnings, measure_capacity, pods_per_instance
+from kit.cost.compare import price_options, price_sensitivity, recommend, scale_prices
 from kit.cost.errors import CostError
 from kit.cost.prices import PriceSheet, read_prices
 from kit.cost.settings import CostSettings
@@ -111,11 +111,15 @@ def test_replicas_never_fall_when_traffic_rises():
 
 def test_cost_never_falls_when_a_price_rises():
     base = _options(FAST.with_requests(3e7))
-    rows = [
-        r.model_copy(update={"on_demand_usd_h": r.on_demand_usd_h * 1.5, "spot_usd_h": (r.spot_usd_h or 0) * 1.5})
-        for r in _sheet().instances
-    ]
-    dearer = _options(FAST.with_requests(3e7), _sheet().model_copy(update={"instances": rows}))
+    dearer = _options(FAST.with_requests(3e7), scale_prices(_sheet(), 1.5))
     for name in ("always_on", "hpa", "spot", "scale_to_zero", "batch"):
         assert dearer[name].monthly_usd == pytest.approx(base[name].monthly_usd * 1.5, rel=1e-6)
     assert dearer["serverless"].monthly_usd == base["serverless"].monthly_usd  # not priced per instance
+
+
+def test_price_sensitivity_moves_the_choice_from_the_function_to_pods_when_instances_get_cheap():
+    points = price_sensitivity(FAST.with_requests(5e6), _cap(), _sheet(), factors=(0.05, 1.0))
+    assert [p.factor for p in points] == [0.05, 1.0]
+    assert points[1].option == "serverless"  # at list prices the function is cheapest at 5M/day
+    assert points[0].option in ("spot", "scale_to_zero", "hpa")  # at 5% of list prices a pod wins
+    assert points[0].monthly_usd < points[1].monthly_usd

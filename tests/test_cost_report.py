@@ -43,11 +43,16 @@ def test_recommendation_meets_the_objective_and_names_what_changes_it(report):
     chosen = next(o for o in report.options if o.name == rec.option)
     assert chosen.p99_holds
     assert all(o.monthly_usd >= chosen.monthly_usd for o in report.options if o.p99_holds)
-    assert rec.changes_at and all(rec.option in (c.cheaper_below, c.cheaper_above) for c in rec.changes_at)
+    # Along the traffic grid the choice moves off and back onto the recommended option; each change is named.
+    assert rec.changes_at and any(rec.option in (c.below, c.above) for c in rec.changes_at)
+    grid = report.curves.requests_per_day
+    assert all(grid[0] < c.requests_per_day < grid[-1] for c in rec.changes_at)
+    assert [p.factor for p in rec.by_price] == [0.25, 0.5, 1, 2, 4]
+    assert next(p for p in rec.by_price if p.factor == 1).option == rec.option
     texts = [c.text for c in report.crossovers]
     assert any(t.startswith("serverless is cheaper than always_on below") for t in texts)
-    assert len(report.curves["requests_per_day"]) == FAST.curve_points
-    assert all(len(report.curves[n]) == FAST.curve_points for n in OPTION_NAMES)
+    assert len(grid) == FAST.curve_points == len(report.curves.recommended)
+    assert all(len(report.curves.monthly_usd[n]) == FAST.curve_points for n in OPTION_NAMES)
 
 
 def test_training_cost_on_spot_vs_on_demand(report):

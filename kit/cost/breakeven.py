@@ -1,5 +1,5 @@
-"""All options at one traffic profile, their cost over a range of daily volumes, the crossover points between each
-pair ("X is cheaper below N requests/day"), the recommendation, and the log-log break-even plot."""
+"""Cost against daily volume for every option: the curves, the crossover points between each pair ("X is cheaper
+below N requests/day"), where the recommended option changes, and the log-log break-even plot."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import numpy as np
 from pydantic import BaseModel
 
 from kit.cost.capacity import Capacity
-from kit.cost.options import OPTION_NAMES, OptionCost, always_on, hpa, make_setup, scale_to_zero, spot
-from kit.cost.pay_per_use import batch_job, serverless
+from kit.cost.compare import price_options, recommend
+from kit.cost.options import OPTION_NAMES
 from kit.cost.prices import PriceSheet
 from kit.cost.settings import CostSettings
 
-__all__ = ["Crossover", "price_options", "cost_curves", "crossovers", "recommend", "plot_breakeven"]
+__all__ = ["Crossover", "Curves", "ChoiceChange", "cost_curves", "crossovers", "choice_changes", "plot_breakeven"]
 
 
 class Crossover(BaseModel):
@@ -28,44 +28,52 @@ class Crossover(BaseModel):
     text: str
 
 
-def price_options(
-    settings: CostSettings, cap: Capacity, prices: PriceSheet, *, max_arrivals: int | None = None
-) -> list[OptionCost]:
-    """Every option at the settings' traffic, in OPTION_NAMES order (the HPA simulation also drives spot)."""
-    setup = make_setup(settings, cap, prices)
-    arrivals = max_arrivals or settings.sim_max_arrivals
-    hpa_cost, sim = hpa(setup, max_arrivals=arrivals)
-    return [
-        always_on(setup),
-        hpa_cost,
-        spot(setup, sim),
-        scale_to_zero(setup, max_arrivals=arrivals),
-        serverless(setup),
-        batch_job(setup),
-    ]
+class Curves(BaseModel):
+    """Monthly cost and p99 verdict of every option on a log-spaced grid of requests/day."""
+
+    requests_per_day: list[float]
+    monthly_usd: dict[str, list[float]]
+    p99_holds: dict[str, list[bool]]
+    recommended: list[str | None]  # the cheapest option meeting the objective at each grid point
 
 
-def cost_curves(settings: CostSettings, cap: Capacity, prices: PriceSheet) -> dict[str, list[float]]:
-    """Monthly cost of every option on a log-spaced grid of requests/day (key `requests_per_day` holds the grid)."""
+class ChoiceChange(BaseModel):
+    """Between two grid volumes the recommended option changes from `below` to `above`, at about `requests_per_day`."""
+
+    below: str | None
+    above: str | None
+    requests_per_day: float
+    text: str
+
+
+def cost_curves(settings: CostSettings, cap: Capacity, prices: PriceSheet) -> Curves:
+    """Every option priced on `curve_points` log-spaced volumes (simulations of `curve_max_arrivals` arrivals)."""
     grid = np.geomspace(settings.curve_min_per_day, settings.curve_max_per_day, settings.curve_points)
-    curves: dict[str, list[float]] = {"requests_per_day": [float(g) for g in grid]}
-    for name in OPTION_NAMES:
-        curves[name] = []
+    cost: dict[str, list[float]] = {n: [] for n in OPTION_NAMES}
+    holds: dict[str, list[bool]] = {n: [] for n in OPTION_NAMES}
+    recommended: list[str | None] = []
     for n in grid:
-        for opt in price_options(
-            settings.with_requests(float(n)), cap, prices, max_arrivals=settings.curve_max_arrivals
-        ):
-            curves[opt.name].append(opt.monthly_usd)
-    return curves
+        options = price_options(settings.with_requests(float(n)), cap, prices, max_arrivals=settings.curve_max_arrivals)
+        for opt in options:
+            cost[opt.name].append(opt.monthly_usd)
+            holds[opt.name].append(opt.p99_holds)
+        best = recommend(options)
+        recommended.append(best.name if best else None)
+    return Curves(requests_per_day=[float(g) for g in grid], monthly_usd=cost, p99_holds=holds, recommended=recommended)
 
 
-def crossovers(curves: dict[str, list[float]]) -> list[Crossover]:
+def _cross(grid: np.ndarray, ca: np.ndarray, cb: np.ndarray, i: int, j: int) -> float:
+    """Volume where log-log interpolation between grid points i and j puts the two costs equal."""
+    d0, d1 = math.log(ca[i] / cb[i]), math.log(ca[j] / cb[j])
+    return math.exp(grid[i] + (grid[j] - grid[i]) * d0 / (d0 - d1))
+
+
+def crossovers(curves: Curves) -> list[Crossover]:
     """Each point where one option's cost curve crosses another's, interpolated in log-log between grid points."""
-    grid = np.log(np.asarray(curves["requests_per_day"]))
-    names = [k for k in curves if k != "requests_per_day"]
+    grid = np.log(np.asarray(curves.requests_per_day))
     found: list[Crossover] = []
-    for a, b in itertools.combinations(names, 2):
-        ca, cb = np.asarray(curves[a]), np.asarray(curves[b])
+    for a, b in itertools.combinations(curves.monthly_usd, 2):
+        ca, cb = np.asarray(curves.monthly_usd[a]), np.asarray(curves.monthly_usd[b])
         if not (np.isfinite(ca).all() and np.isfinite(cb).all() and (ca > 0).all() and (cb > 0).all()):
             continue
         diff = np.log(ca) - np.log(cb)
@@ -74,26 +82,39 @@ def crossovers(curves: dict[str, list[float]]) -> list[Crossover]:
             d0, d1 = diff[i], diff[j]
             if d0 * d1 > 0:
                 continue
-            x = math.exp(grid[i] + (grid[j] - grid[i]) * d0 / (d0 - d1))
+            x = _cross(grid, ca, cb, int(i), int(j))
             low, high = (a, b) if d0 < 0 else (b, a)
             text = f"{low} is cheaper than {high} below {x:,.0f} requests/day"
             found.append(Crossover(cheaper_below=low, cheaper_above=high, requests_per_day=x, text=text))
     return sorted(found, key=lambda c: c.requests_per_day)
 
 
-def recommend(options: list[OptionCost]) -> OptionCost | None:
-    """The cheapest option whose p99 holds (None: none meets the objective)."""
-    ok = [o for o in options if o.p99_holds and math.isfinite(o.monthly_usd)]
-    return min(ok, key=lambda o: o.monthly_usd) if ok else None
+def choice_changes(curves: Curves) -> list[ChoiceChange]:
+    """Where the recommended option changes along the grid: at the two options' cost crossing when both meet the
+    objective on both sides, else (an option starts or stops meeting it) at the geometric middle of the bracket."""
+    grid = np.log(np.asarray(curves.requests_per_day))
+    out = []
+    for i, (a, b) in enumerate(itertools.pairwise(curves.recommended)):
+        if a == b:
+            continue
+        j = i + 1
+        both = a is not None and b is not None and all(curves.p99_holds[o][k] for o in (a, b) for k in (i, j))
+        if a is not None and b is not None and both:
+            ca, cb = np.asarray(curves.monthly_usd[a], dtype=float), np.asarray(curves.monthly_usd[b], dtype=float)
+            x = _cross(grid, ca, cb, i, j)
+        else:
+            x = math.exp((grid[i] + grid[j]) / 2)
+        why = "cost crossing" if both else "where the p99 verdicts change, between grid points"
+        text = f"below ~{x:,.0f} requests/day the choice is {a or 'none'}, above it {b or 'none'} ({why})"
+        out.append(ChoiceChange(below=a, above=b, requests_per_day=x, text=text))
+    return out
 
 
-def plot_breakeven(
-    curves: dict[str, list[float]], marks: list[Crossover], path: str | Path, *, at: float | None = None
-) -> Path:
+def plot_breakeven(curves: Curves, marks: list[Crossover], path: str | Path, *, at: float | None = None) -> Path:
     """Write the log-log cost vs requests/day plot with the crossover points marked; returns the path.
 
     Args:
-        curves: cost_curves' result.
+        curves: cost_curves' result (hollow markers: the p99 objective is not met there).
         marks: crossovers to mark (usually those of the recommended option).
         path: the PNG to write.
         at: the profile's requests/day, drawn as a vertical line.
@@ -103,13 +124,16 @@ def plot_breakeven(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    grid = curves["requests_per_day"]
+    grid = np.asarray(curves.requests_per_day)
     fig, ax = plt.subplots(figsize=(8, 5))
-    for name, ys in curves.items():
-        if name != "requests_per_day":
-            ax.plot(grid, ys, marker="o", ms=3, label=name)
+    for name, ys in curves.monthly_usd.items():
+        (line,) = ax.plot(grid, ys, lw=1.5, label=name)
+        ok = np.asarray(curves.p99_holds[name])
+        # Filled where the option meets the p99 objective, hollow where it does not.
+        ax.plot(grid[ok], np.asarray(ys)[ok], "o", ms=4, color=line.get_color())
+        ax.plot(grid[~ok], np.asarray(ys)[~ok], "o", ms=4, mfc="none", color=line.get_color())
     for m in marks:
-        y = float(np.interp(np.log(m.requests_per_day), np.log(grid), np.log(curves[m.cheaper_below])))
+        y = float(np.interp(np.log(m.requests_per_day), np.log(grid), np.log(curves.monthly_usd[m.cheaper_below])))
         ax.plot([m.requests_per_day], [math.exp(y)], "kx", ms=9)
     if at:
         ax.axvline(at, color="grey", ls="--", lw=1, label="this profile")

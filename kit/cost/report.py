@@ -8,8 +8,9 @@ from typing import Literal
 from pydantic import BaseModel
 
 from kit.core.reports import BenchReport, ServeReport, StageReport, TrainReport
-from kit.cost.breakeven import Crossover, cost_curves, crossovers, price_options, recommend
+from kit.cost.breakeven import ChoiceChange, Crossover, Curves, choice_changes, cost_curves, crossovers
 from kit.cost.capacity import Capacity, instance_warnings, measure_capacity
+from kit.cost.compare import PricePoint, price_options, price_sensitivity, recommend
 from kit.cost.options import OptionCost
 from kit.cost.prices import PriceSheet
 from kit.cost.settings import ASSUMPTIONS, CostSettings
@@ -19,13 +20,15 @@ __all__ = ["Recommendation", "CostReport", "run_cost"]
 
 
 class Recommendation(BaseModel):
-    """The cheapest option meeting the objective at the profile's traffic, and the volumes that would change it."""
+    """The cheapest option meeting the objective at the profile's traffic, and what would change it: the volumes
+    where another option takes over (`changes_at`) and the choice under scaled instance prices (`by_price`)."""
 
     option: str | None
     monthly_usd: float | None
     usd_per_million: float | None
     reason: str
-    changes_at: list[Crossover]
+    changes_at: list[ChoiceChange]
+    by_price: list[PricePoint]
 
 
 class CostReport(StageReport):
@@ -39,14 +42,16 @@ class CostReport(StageReport):
     capacity: Capacity
     options: list[OptionCost]
     recommendation: Recommendation
-    curves: dict[str, list[float]]
+    curves: Curves
     crossovers: list[Crossover]
     training: TrainingCost
     warnings: list[str]
     assumptions: dict[str, str]
 
 
-def _recommendation(options: list[OptionCost], marks: list[Crossover], per_day: float) -> Recommendation:
+def _recommendation(
+    options: list[OptionCost], changes: list[ChoiceChange], by_price: list[PricePoint], per_day: float
+) -> Recommendation:
     best = recommend(options)
     if best is None:
         return Recommendation(
@@ -54,10 +59,9 @@ def _recommendation(options: list[OptionCost], marks: list[Crossover], per_day: 
             monthly_usd=None,
             usd_per_million=None,
             reason="no option meets the p99 objective at this traffic",
-            changes_at=[],
+            changes_at=changes,
+            by_price=by_price,
         )
-    # The crossovers that involve the choice: the volume where another option takes over.
-    near = [c for c in marks if best.name in (c.cheaper_below, c.cheaper_above)]
     reason = (
         f"cheapest of the options whose p99 ({best.p99_ms:.0f} ms) meets the objective at {per_day:,.0f} requests/day"
     )
@@ -66,7 +70,8 @@ def _recommendation(options: list[OptionCost], marks: list[Crossover], per_day: 
         monthly_usd=best.monthly_usd,
         usd_per_million=best.usd_per_million,
         reason=reason,
-        changes_at=near,
+        changes_at=changes,
+        by_price=by_price,
     )
 
 
@@ -89,6 +94,7 @@ def run_cost(
     options = price_options(settings, cap, prices)
     curves = cost_curves(settings, cap, prices)
     marks = crossovers(curves)
+    by_price = price_sensitivity(settings, cap, prices)
     inst, train_inst = prices.instance(settings.instance), prices.instance(settings.training_instance)
     warnings = instance_warnings(cap, inst)
     if train_inst.name != inst.name:
@@ -101,7 +107,7 @@ def run_cost(
         prices=sources,
         capacity=cap,
         options=options,
-        recommendation=_recommendation(options, marks, settings.traffic.requests_per_day),
+        recommendation=_recommendation(options, choice_changes(curves), by_price, settings.traffic.requests_per_day),
         curves=curves,
         crossovers=marks,
         training=training_cost(settings, train, bench, train_inst),
