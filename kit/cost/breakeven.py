@@ -62,7 +62,7 @@ def cost_curves(settings: CostSettings, cap: Capacity, prices: PriceSheet) -> Cu
     return Curves(requests_per_day=[float(g) for g in grid], monthly_usd=cost, p99_holds=holds, recommended=recommended)
 
 
-def _cross(grid: np.ndarray, ca: np.ndarray, cb: np.ndarray, i: int, j: int) -> float:
+def _cross(grid: np.ndarray, ca: np.ndarray, cb: np.ndarray, *, i: int, j: int) -> float:
     """Volume where log-log interpolation between grid points i and j puts the two costs equal."""
     d0, d1 = math.log(ca[i] / cb[i]), math.log(ca[j] / cb[j])
     return math.exp(grid[i] + (grid[j] - grid[i]) * d0 / (d0 - d1))
@@ -82,7 +82,7 @@ def crossovers(curves: Curves) -> list[Crossover]:
             d0, d1 = diff[i], diff[j]
             if d0 * d1 > 0:
                 continue
-            x = _cross(grid, ca, cb, int(i), int(j))
+            x = _cross(grid, ca, cb, i=int(i), j=int(j))
             low, high = (a, b) if d0 < 0 else (b, a)
             text = f"{low} is cheaper than {high} below {x:,.0f} requests/day"
             found.append(Crossover(cheaper_below=low, cheaper_above=high, requests_per_day=x, text=text))
@@ -101,7 +101,7 @@ def choice_changes(curves: Curves) -> list[ChoiceChange]:
         both = a is not None and b is not None and all(curves.p99_holds[o][k] for o in (a, b) for k in (i, j))
         if a is not None and b is not None and both:
             ca, cb = np.asarray(curves.monthly_usd[a], dtype=float), np.asarray(curves.monthly_usd[b], dtype=float)
-            x = _cross(grid, ca, cb, i, j)
+            x = _cross(grid, ca, cb, i=i, j=j)
         else:
             x = math.exp((grid[i] + grid[j]) / 2)
         why = "cost crossing" if both else "where the p99 verdicts change, between grid points"

@@ -128,7 +128,7 @@ def _autoscaler(
     )
 
 
-def _from_sim(s: Setup, name: str, sim: SimResult, monthly: float, *, holds: bool = True, **extra: Any) -> OptionCost:
+def _from_sim(s: Setup, name: str, sim: SimResult, *, monthly: float, holds: bool = True, **extra: Any) -> OptionCost:
     """An option priced on a simulated pool: p99 = the measured in-pod p99 at the sized level plus the simulated p99
     of waiting (queue and cold starts); replicas and idle share from the simulation."""
     p99 = s.cap.pod_p99_ms + sim.p99_wait_ms
@@ -151,20 +151,20 @@ def hpa(s: Setup, *, max_arrivals: int) -> tuple[OptionCost, SimResult]:
     )
     sim = _simulate(s, scaler, max_arrivals)
     monthly = sim.mean_pods * s.pod_hour_usd * st.hours_per_month
-    return _from_sim(s, "hpa", sim, monthly, simulation=sim), sim
+    return _from_sim(s, "hpa", sim, monthly=monthly, simulation=sim), sim
 
 
 def spot(s: Setup, sim: SimResult) -> OptionCost:
     """The HPA's pods with `spot_on_demand_floor` of them on on-demand and the rest on spot instances."""
     st = s.settings
     if s.instance.spot_usd_h is None:
-        return _from_sim(s, "spot", sim, math.inf, holds=False, notes=[f"{s.instance.name} has no spot price"])
+        return _from_sim(s, "spot", sim, monthly=math.inf, holds=False, notes=[f"{s.instance.name} has no spot price"])
     floor = min(st.spot_on_demand_floor, sim.mean_pods)
     spot_pod_h = s.instance.spot_usd_h / s.pods_per_node
     monthly = (floor * s.pod_hour_usd + (sim.mean_pods - floor) * spot_pod_h) * st.hours_per_month
     # Without an on-demand pod a spot reclaim can leave no pod at all: the objective is not held then.
     notes = [f"{floor:g} pod(s) on on-demand keep serving through a spot reclaim (2-minute notice on AWS)"]
-    return _from_sim(s, "spot", sim, monthly, holds=floor >= 1, notes=notes)
+    return _from_sim(s, "spot", sim, monthly=monthly, holds=floor >= 1, notes=notes)
 
 
 def scale_to_zero(s: Setup, *, max_arrivals: int) -> OptionCost:
@@ -177,4 +177,4 @@ def scale_to_zero(s: Setup, *, max_arrivals: int) -> OptionCost:
     monthly = sim.mean_pods * s.pod_hour_usd * st.hours_per_month
     cold_ms = None if sim.cold_wait_mean_s is None else sim.cold_wait_mean_s * 1000 + s.cap.pod_p99_ms
     extra: dict[str, Any] = {"cold_share": sim.cold_share, "cold_latency_ms": cold_ms, "simulation": sim}
-    return _from_sim(s, "scale_to_zero", sim, monthly, **extra)
+    return _from_sim(s, "scale_to_zero", sim, monthly=monthly, **extra)

@@ -104,7 +104,7 @@ def _row_lines(text: str) -> dict[str, list[int]]:
     return lines
 
 
-def _row_error(path: Path, table: str, index: int, line: int | None, exc: ValidationError) -> CostError:
+def _row_error(path: Path, table: str, index: int, *, line: int | None, exc: ValidationError) -> CostError:
     first = exc.errors()[0]
     column = ".".join(str(p) for p in first["loc"]) or "(row)"
     msg = first["msg"].lower()
@@ -155,7 +155,7 @@ def read_prices(path: str | Path = DEFAULT_PRICES) -> PriceSheet:
             try:
                 tables[table].append(model.model_validate(row))
             except ValidationError as exc:
-                raise _row_error(path, table, i, line, exc) from None
+                raise _row_error(path, table, i, line=line, exc=exc) from None
         names = [r.name for r in tables[table]]
         dup = next((n for n in names if names.count(n) > 1), None)
         if dup:

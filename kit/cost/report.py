@@ -50,7 +50,7 @@ class CostReport(StageReport):
 
 
 def _recommendation(
-    options: list[OptionCost], changes: list[ChoiceChange], by_price: list[PricePoint], per_day: float
+    options: list[OptionCost], changes: list[ChoiceChange], by_price: list[PricePoint], *, per_day: float
 ) -> Recommendation:
     best = recommend(options)
     if best is None:
@@ -107,10 +107,12 @@ def run_cost(
         prices=sources,
         capacity=cap,
         options=options,
-        recommendation=_recommendation(options, choice_changes(curves), by_price, settings.traffic.requests_per_day),
+        recommendation=_recommendation(
+            options, choice_changes(curves), by_price, per_day=settings.traffic.requests_per_day
+        ),
         curves=curves,
         crossovers=marks,
-        training=training_cost(settings, train, bench, train_inst),
+        training=training_cost(settings, train=train, bench=bench, inst=train_inst),
         warnings=warnings,
         assumptions=ASSUMPTIONS | {"scaling": cap.sources["scaling"]},
     )

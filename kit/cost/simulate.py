@@ -120,7 +120,7 @@ def _scaler(pool: _Pool) -> _Steps:
             pool.remove(current - down)
 
 
-def _request(pool: _Pool, service_s: float, rng: np.random.Generator, out: list[tuple[float, bool]]) -> _Steps:
+def _request(pool: _Pool, service_s: float, rng: np.random.Generator, *, out: list[tuple[float, bool]]) -> _Steps:
     env, t0, cold = pool.env, pool.env.now, False
     pool.window.append(t0)
     while not pool.ready():
@@ -135,12 +135,11 @@ def _request(pool: _Pool, service_s: float, rng: np.random.Generator, out: list[
         yield env.timeout(rng.exponential(service_s))
 
 
-def _arrivals(
-    env: simpy.Environment, pool: _Pool, times: np.ndarray, service_s: float, rng: np.random.Generator, out: list
-) -> _Steps:
+def _arrivals(pool: _Pool, times: np.ndarray, *, service_s: float, rng: np.random.Generator, out: list) -> _Steps:
+    env = pool.env
     for t in times:
         yield env.timeout(t - env.now)
-        env.process(_request(pool, service_s, rng, out))
+        env.process(_request(pool, service_s, rng, out=out))
 
 
 def simulate(
@@ -179,7 +178,7 @@ def simulate(
     first = rates[0] / (slots / service_s * scaler.target_utilization)
     pool.add(min(max(math.ceil(first), scaler.min_pods), scaler.max_pods), 0.0)
     out: list[tuple[float, bool]] = []
-    env.process(_arrivals(env, pool, times, service_s * weight, rng, out))
+    env.process(_arrivals(pool, times, service_s=service_s * weight, rng=rng, out=out))
     env.process(_scaler(pool))
     env.run(until=duration_s)
     return _summarise(pool, out, duration_s=duration_s, weight=weight, busy_s=len(out) * service_s * weight)

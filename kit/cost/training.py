@@ -45,7 +45,9 @@ def mtbf_hours(interruptions_per_month: float, hours_per_month: float = 730.0) -
     return hours_per_month / -math.log1p(-interruptions_per_month)
 
 
-def training_cost(settings: CostSettings, train: TrainReport, bench: BenchReport, inst: InstancePrice) -> TrainingCost:
+def training_cost(
+    settings: CostSettings, *, train: TrainReport, bench: BenchReport, inst: InstancePrice
+) -> TrainingCost:
     """Price fine-tuning (train.json) plus distillation (bench.json's distill.seconds) on `inst`.
 
     The measured times scale by vCPUs from the machine that ran them (the scaling assumption in capacity.py).
