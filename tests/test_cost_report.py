@@ -3,7 +3,10 @@ training cost; the break-even plot is written."""
 
 from __future__ import annotations
 
+import importlib
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +72,13 @@ def test_training_cost_on_spot_vs_on_demand(report):
 def test_breakeven_plot_is_written(report, tmp_path):
     out = plot_breakeven(report.curves, report.crossovers, tmp_path / "plots" / "cost_breakeven.png", at=1e6)
     assert out.is_file() and out.read_bytes()[:4] == b"\x89PNG" and out.stat().st_size > 10_000
+
+
+def test_importing_the_package_loads_no_heavy_module():
+    code = (
+        "import sys, kit.cost; heavy = {'simpy', 'scipy', 'matplotlib', 'pandas'} & set(sys.modules); "
+        "print(sorted(heavy)); kit.cost.erlang_c; print('simpy' in sys.modules, 'scipy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["[]", "False False"]
+    assert "run_cost" in dir(importlib.import_module("kit.cost"))
