@@ -1,5 +1,5 @@
 """Lint gates run by the test suite: ruff (lint + format) and mypy, configured in pyproject.toml.
-The scope is the code every stage and the container depend on (kit/core, kit/serve, the root CLI) and kit/monitor."""
+The scope is the code every stage and the container depend on (kit/core, kit/serve, the root CLI), kit/monitor and kit/cost."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCOPE = ["kit/core", "kit/serve", "kit/monitor", "kit/cli.py", "tests/test_layout.py", "tests/test_lint.py"]
+SCOPE = ["kit/core", "kit/serve", "kit/monitor", "kit/cost", "kit/cli.py", "tests/test_layout.py", "tests/test_lint.py"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
