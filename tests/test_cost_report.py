@@ -1,4 +1,4 @@
-"""run_cost on the repo's real reports: a CostReport that round-trips as JSON, its recommendation, crossovers and
+"""assemble_cost on the repo's real reports: a CostReport that round-trips as JSON, its recommendation, crossovers and
 training cost; the break-even plot is written."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kit.core.reports import BenchReport, ServeReport, TrainReport, read_report, write_report
-from kit.cost import CostReport, CostSettings, plot_breakeven, read_prices, run_cost
+from kit.cost import CostReport, CostSettings, assemble_cost, plot_breakeven, read_prices
 from kit.cost.options import OPTION_NAMES
 from kit.cost.queueing import young_daly_interval
 
@@ -22,7 +22,7 @@ FAST = CostSettings(sim_max_arrivals=5_000, curve_points=7, curve_max_arrivals=2
 
 @pytest.fixture(scope="module")
 def report() -> CostReport:
-    return run_cost(
+    return assemble_cost(
         FAST,
         serve=read_report(REPO / "reports/serve.json", ServeReport),
         bench=read_report(REPO / "reports/bench.json", BenchReport),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 __all__ = ["Layout", "LAYOUT", "STAGE_NAMES"]
 
 # Pipeline order; the notebook, package, docs page and params section of each stage carry this name.
-STAGE_NAMES: tuple[str, ...] = ("data", "finetune", "optimize", "deploy")
+STAGE_NAMES: tuple[str, ...] = ("data", "finetune", "optimize", "deploy", "cost")
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,9 @@ class Layout:
     serve_report: str = "reports/serve.json"
     model_card: str = "reports/model_card.md"
     manifests_dir: str = "deploy/k8s"
+    cost_report: str = "reports/cost.json"
+    cost_breakeven_plot: str = "reports/plots/cost_breakeven.png"
+    cost_sensitivity_plot: str = "reports/plots/cost_sensitivity.png"
 
     def split(self, name: str) -> str:
         """The Parquet file of split `name` (train, validation, test)."""

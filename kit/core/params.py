@@ -22,6 +22,7 @@ __all__ = [
     "ServeParams",
     "DeployParams",
     "MonitorParams",
+    "CostTrafficParams",
     "CostParams",
     "load_params",
     "format_errors",
@@ -430,11 +431,97 @@ class MonitorParams(_Section):
 
 
 # --------------------------------------------------------------------------------------------- cost
-class CostParams(_Section):
-    """Cost per million predictions (stage `cost`, later)."""
+class CostTrafficParams(_Section):
+    """What the service must carry (cost.traffic): the profile the options are priced and simulated against."""
 
-    on_demand_hourly_usd: float = Field(0.096, gt=0, description="On-demand price of a 2-vCPU node per hour.")
-    spot_hourly_usd: float = Field(0.035, gt=0, description="Spot price of the same node per hour.")
+    requests_per_day: float = Field(1_000_000, gt=0, description="Requests per day the service must carry.")
+    shape: Literal["diurnal", "flat"] = Field(
+        "diurnal", description="Day curve: diurnal (one smooth peak, see peak_factor) or flat."
+    )
+    peak_factor: float = Field(
+        3.0, ge=1.0, le=24.0, description="Busiest hour's request rate over the day's mean rate."
+    )
+    peak_hour: float = Field(14.0, ge=0, lt=24, description="Hour of the day (0-24) where the diurnal curve peaks.")
+    burst: float = Field(
+        1.5, ge=1.0, description="Short spikes over the peak hour's rate that capacity must absorb (a factor)."
+    )
+    texts_per_request: float = Field(1.0, ge=1.0, description="Texts classified per request (the price unit).")
+    p99_objective_ms: float = Field(100.0, gt=0, description="p99 latency objective each option must meet.")
+    trace: str | None = Field(
+        None,
+        description="CSV trace (column `weight`, one row per equal slice of the day, relative to the project root) "
+        "replacing the shape; then peak_factor is the trace's own.",
+    )
+
+
+class CostParams(_Section):
+    """Price the measured service and training (stage `cost`): options, break-even, recommendation, spot training.
+    Prices come from the sheet at `prices` (a DVC dep, not params); figures marked assumption are not measured."""
+
+    traffic: CostTrafficParams = Field(default_factory=CostTrafficParams, description="The traffic profile.")
+    prices: str = Field("cost/prices.yaml", description="Price sheet (relative to the project root).")
+    instance: str = Field(
+        "c7a.large", description="Price-sheet instance row serving runs on (nearest to the measured AMD EPYC, 2 vCPU)."
+    )
+    training_instance: str = Field("c7a.large", description="Price-sheet instance row training is priced on.")
+    function: str = Field("aws-lambda-x86-1769mb", description="Price-sheet serverless function row.")
+    scale_to_zero: str = Field("knative-default", description="Price-sheet scale-to-zero model row.")
+    min_replicas: int = Field(2, ge=1, description="Always-on and HPA floor (as deploy.min_replicas).")
+    max_replicas: int = Field(50, ge=1, description="Most replicas any autoscaled option may run.")
+    spot_on_demand_floor: int = Field(1, ge=0, description="Pods kept on on-demand in the spot option.")
+    target_utilization: float = Field(
+        0.7, gt=0, le=1, description="HPA CPU target as a share (as deploy.cpu_target_percent / 100)."
+    )
+    hpa_sync_s: float = Field(15.0, gt=0, description="Kubernetes HPA sync period.")
+    hpa_window_s: float = Field(60.0, gt=0, description="Window the simulated HPA averages the load over.")
+    hpa_downscale_s: float = Field(300.0, ge=0, description="HPA scale-down stabilization window.")
+    kpa_tick_s: float = Field(2.0, gt=0, description="Knative autoscaler tick.")
+    platform_start_s: float = Field(
+        2.0, ge=0, description="Assumption: Kubernetes scheduling + container start added to the measured cold start."
+    )
+    function_init_s: float = Field(
+        1.0, ge=0, description="Assumption: a serverless function's sandbox + runtime init before the model loads."
+    )
+    function_keepalive_s: float = Field(
+        600.0, gt=0, description="Assumption: how long an idle function instance stays warm."
+    )
+    apply_free_tier: bool = Field(
+        False, description="Assumption: subtract the function free tier (per account, often used by others)."
+    )
+    batch_start_s: float = Field(60.0, ge=0, description="A batch Job's pod start + model load, billed.")
+    batch_window_h: float = Field(6.0, gt=0, description="The nightly batch Job must finish within this many hours.")
+    hours_per_month: float = Field(730.0, gt=0, description="Hours in the clouds' billing month.")
+    checkpoint_write_s: float = Field(
+        3.0, gt=0, description="Assumption: checkpoint write time, used only when reports/train.json records none."
+    )
+    checkpoint_every_steps: int = Field(50, gt=0, description="Checkpoint interval in steps (as finetune.save_steps).")
+    restart_s: float = Field(
+        180.0, ge=0, description="Assumption: spot replacement (new instance, image, resume from the checkpoint)."
+    )
+    sim_max_arrivals: int = Field(100_000, ge=1_000, description="Most arrivals one option's simulation draws.")
+    curve_min_per_day: float = Field(1e2, gt=0, description="Lowest requests/day on the break-even curves.")
+    curve_max_per_day: float = Field(1e8, gt=0, description="Highest requests/day on the break-even curves.")
+    curve_points: int = Field(13, ge=3, description="Log-spaced volumes on the break-even curves.")
+    curve_max_arrivals: int = Field(20_000, ge=1_000, description="Most arrivals per simulation on the curves.")
+    seed: int = Field(0, description="Seed of the traffic simulation.")
+
+    @model_validator(mode="after")
+    def _check(self) -> CostParams:
+        if self.min_replicas > self.max_replicas:
+            raise FieldCheckError(
+                "max_replicas", f"must be >= cost.min_replicas ({self.min_replicas}), got {self.max_replicas}"
+            )
+        if self.spot_on_demand_floor > self.max_replicas:
+            raise FieldCheckError(
+                "spot_on_demand_floor",
+                f"must be <= cost.max_replicas ({self.max_replicas}), got {self.spot_on_demand_floor}",
+            )
+        if self.curve_min_per_day >= self.curve_max_per_day:
+            raise FieldCheckError(
+                "curve_max_per_day",
+                f"must be > cost.curve_min_per_day ({self.curve_min_per_day}), got {self.curve_max_per_day}",
+            )
+        return self
 
 
 class Params(_Section):
@@ -522,14 +609,23 @@ def reference_markdown() -> str:
         assert isinstance(model, type) and issubclass(model, BaseModel)  # every section is a model
         out.append(f"### `{section}`\n\n{(model.__doc__ or '').strip()}\n")
         out.append("| key | type | default | meaning |\n|---|---|---|---|")
-        for key, f in model.model_fields.items():
-            default = f.get_default(call_default_factory=True)
-            ann = f.annotation.__name__ if isinstance(f.annotation, type) else str(f.annotation).replace("typing.", "")
-            ann = ann.replace("|", "\\|")
-            desc = (f.description or "").replace("|", "\\|")
-            bounds = ", ".join(f"`{m!r}`".replace("|", "\\|") for m in f.metadata)  # e.g. `Gt(gt=0)`
-            out.append(
-                f"| `{section}.{key}` | `{ann}` | `{default!r}` | {desc}{' (' + bounds + ')' if bounds else ''} |"
-            )
+        out += _reference_rows(section, model)
         out.append("")
     return "\n".join(out)
+
+
+def _reference_rows(prefix: str, model: type[BaseModel]) -> list[str]:
+    """One table row per key of `model`; a nested section (cost.traffic) gives one row per nested key."""
+    out = []
+    for key, f in model.model_fields.items():
+        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+            out.append(f"| `{prefix}.{key}` | section | | {f.description or ''} Its keys follow. |")
+            out += _reference_rows(f"{prefix}.{key}", f.annotation)
+            continue
+        default = f.get_default(call_default_factory=True)
+        ann = f.annotation.__name__ if isinstance(f.annotation, type) else str(f.annotation).replace("typing.", "")
+        ann = ann.replace("|", "\\|")
+        desc = (f.description or "").replace("|", "\\|")
+        bounds = ", ".join(f"`{m!r}`".replace("|", "\\|") for m in f.metadata)  # e.g. `Gt(gt=0)`
+        out.append(f"| `{prefix}.{key}` | `{ann}` | `{default!r}` | {desc}{' (' + bounds + ')' if bounds else ''} |")
+    return out

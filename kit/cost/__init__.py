@@ -1,5 +1,5 @@
 """The cost stage: measured throughput (reports/serve.json, bench.json, train.json) turned into dollars per option,
-break-even volumes, a recommendation and the training cost on demand vs spot. `run_cost` assembles the report.
+break-even volumes, a recommendation and the training cost on demand vs spot. `run_cost` is the stage.
 
 The public names below load their module on first use, so importing the package stays cheap (no SimPy, SciPy or
 matplotlib until a function is called)."""
@@ -10,7 +10,9 @@ from kit.core.lazy import lazy_api
 
 # name -> module that defines it
 _API = {
-    "run_cost": "kit.cost.report",
+    "run_cost": "kit.cost.stage",
+    "assemble_cost": "kit.cost.report",
+    "plot_sensitivity": "kit.cost.plots",
     "CostReport": "kit.cost.report",
     "Recommendation": "kit.cost.report",
     "CostSettings": "kit.cost.settings",
@@ -28,7 +30,7 @@ _API = {
     "cost_curves": "kit.cost.breakeven",
     "crossovers": "kit.cost.breakeven",
     "choice_changes": "kit.cost.breakeven",
-    "plot_breakeven": "kit.cost.breakeven",
+    "plot_breakeven": "kit.cost.plots",
     "Autoscaler": "kit.cost.simulate",
     "simulate": "kit.cost.simulate",
     "erlang_c": "kit.cost.queueing",

@@ -1,11 +1,10 @@
 """Cost against daily volume for every option: the curves, the crossover points between each pair ("X is cheaper
-below N requests/day"), where the recommended option changes, and the log-log break-even plot."""
+below N requests/day") and where the recommended option changes (the plot: kit.cost.plots)."""
 
 from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel
@@ -16,7 +15,7 @@ from kit.cost.options import OPTION_NAMES
 from kit.cost.prices import PriceSheet
 from kit.cost.settings import CostSettings
 
-__all__ = ["Crossover", "Curves", "ChoiceChange", "cost_curves", "crossovers", "choice_changes", "plot_breakeven"]
+__all__ = ["Crossover", "Curves", "ChoiceChange", "cost_curves", "crossovers", "choice_changes"]
 
 
 class Crossover(BaseModel):
@@ -108,41 +107,3 @@ def choice_changes(curves: Curves) -> list[ChoiceChange]:
         text = f"below ~{x:,.0f} requests/day the choice is {a or 'none'}, above it {b or 'none'} ({why})"
         out.append(ChoiceChange(below=a, above=b, requests_per_day=x, text=text))
     return out
-
-
-def plot_breakeven(curves: Curves, marks: list[Crossover], path: str | Path, *, at: float | None = None) -> Path:
-    """Write the log-log cost vs requests/day plot with the crossover points marked; returns the path.
-
-    Args:
-        curves: cost_curves' result (hollow markers: the p99 objective is not met there).
-        marks: crossovers to mark (usually those of the recommended option).
-        path: the PNG to write.
-        at: the profile's requests/day, drawn as a vertical line.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    grid = np.asarray(curves.requests_per_day)
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name, ys in curves.monthly_usd.items():
-        (line,) = ax.plot(grid, ys, lw=1.5, label=name)
-        ok = np.asarray(curves.p99_holds[name])
-        # Filled where the option meets the p99 objective, hollow where it does not.
-        ax.plot(grid[ok], np.asarray(ys)[ok], "o", ms=4, color=line.get_color())
-        ax.plot(grid[~ok], np.asarray(ys)[~ok], "o", ms=4, mfc="none", color=line.get_color())
-    for m in marks:
-        y = float(np.interp(np.log(m.requests_per_day), np.log(grid), np.log(curves.monthly_usd[m.cheaper_below])))
-        ax.plot([m.requests_per_day], [math.exp(y)], "kx", ms=9)
-    if at:
-        ax.axvline(at, color="grey", ls="--", lw=1, label="this profile")
-    ax.set(xscale="log", yscale="log", xlabel="requests per day", ylabel="$ per month", title="Break-even")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

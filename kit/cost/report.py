@@ -1,5 +1,5 @@
-"""The cost stage's report (CostReport, reports/cost.json once wired) and `run_cost`, which assembles it from the
-already-read serve, bench and train reports and the price sheet: options, break-even, recommendation, training."""
+"""The cost stage's report (CostReport, reports/cost.json) and `assemble_cost`, which builds it from the already-read
+serve, bench and train reports and the price sheet: options, break-even, recommendation, training."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from kit.cost.prices import PriceSheet
 from kit.cost.settings import ASSUMPTIONS, CostSettings
 from kit.cost.training import TrainingCost, training_cost
 
-__all__ = ["Recommendation", "CostReport", "run_cost"]
+__all__ = ["Recommendation", "CostReport", "assemble_cost"]
 
 
 class Recommendation(BaseModel):
@@ -47,6 +47,7 @@ class CostReport(StageReport):
     training: TrainingCost
     warnings: list[str]
     assumptions: dict[str, str]
+    plots: list[str] = []  # project-relative PNGs the stage wrote
 
 
 def _recommendation(
@@ -75,7 +76,7 @@ def _recommendation(
     )
 
 
-def run_cost(
+def assemble_cost(
     settings: CostSettings, *, serve: ServeReport, bench: BenchReport, train: TrainReport, prices: PriceSheet
 ) -> CostReport:
     """Assemble the cost report from already-read reports and the price sheet.

@@ -7,29 +7,17 @@ import math
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from scipy.optimize import brentq
 from scipy.special import i0
 
+from kit.core.params import CostTrafficParams
 from kit.cost.errors import CostError
 
 __all__ = ["TrafficProfile", "diurnal_weights", "hourly_rates", "read_trace"]
 
 
-class TrafficProfile(BaseModel):
-    """What the service must carry. `trace` (a CSV with a `weight` column, one row per equal slice of the day)
-    replaces the shape; then `peak_factor` is the trace's own."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    requests_per_day: float = Field(default=1_000_000, gt=0)
-    shape: str = Field(default="diurnal", pattern="^(diurnal|flat)$")
-    peak_factor: float = Field(default=3.0, ge=1.0, le=24.0)  # busiest hour's rate over the day's mean rate
-    peak_hour: float = Field(default=14.0, ge=0, lt=24)
-    burst: float = Field(default=1.5, ge=1.0)  # short spikes over the peak hour's rate that capacity must absorb
-    texts_per_request: float = Field(default=1.0, ge=1.0)
-    p99_objective_ms: float = Field(default=100.0, gt=0)
-    trace: str | None = None
+# The profile is params.yaml's cost.traffic section, one definition with its defaults, bounds and descriptions.
+TrafficProfile = CostTrafficParams
 
 
 def _von_mises_k(peak_factor: float) -> float:
