@@ -3,6 +3,7 @@ exist, nothing absolute is written; params.yaml's cost section is the settings; 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from kit.cost.stage import run_cost
 from tests.conftest import REPO
 
 SMALL = {"sim_max_arrivals": 2_000, "curve_points": 5, "curve_max_arrivals": 1_000}
+SMALL_DEFAULT_WRITE = CostParams().checkpoint_write_s
 
 
 def _project(root: Path) -> Path:
@@ -76,3 +78,18 @@ def test_cross_field_errors_name_their_key(tmp_path, cost, key):
     with pytest.raises(ParamsError) as info:
         load_params(path)
     assert any(line.startswith(f"{key}:") for line in info.value.lines), info.value.lines
+
+
+def test_training_cost_uses_the_recorded_checkpoint_write_time(tmp_path):
+    root = _project(tmp_path / "proj")
+    raw = json.loads((root / LAYOUT.train_report).read_text())
+    raw["train"]["checkpoint_write_s"] = 0.75
+    (root / LAYOUT.train_report).write_text(json.dumps(raw))
+    training = run_cost(Params(cost=SMALL), root).training
+    assert training.checkpoint_write_s == 0.75
+    assert training.checkpoint_write_source == "reports/train.json train.checkpoint_write_s"
+    raw["train"]["checkpoint_write_s"] = None  # no checkpoint written: the assumption, and the report says so
+    (root / LAYOUT.train_report).write_text(json.dumps(raw))
+    training = run_cost(Params(cost=SMALL), root).training
+    assert training.checkpoint_write_s == SMALL_DEFAULT_WRITE
+    assert training.checkpoint_write_source.startswith("assumption")

@@ -269,7 +269,7 @@ TRAIN_JSON_KEYS = {
 TRAIN_KEYS = {
     "base_model", "steps", "max_steps", "epochs", "stopped_early", "best_step", "best_val_macro_f1", "val_evaluations",
     "resumed_from_step", "train_time_s", "train_samples_per_s", "test_time_s", "test_samples_per_s", "processes",
-    "threads_per_process", "fingerprint", "stage_time_s",
+    "threads_per_process", "fingerprint", "stage_time_s", "checkpoint_write_s",
 }
 
 
@@ -287,6 +287,7 @@ def test_reference_run_outputs(reference):
     assert written.data.test_rows == 150 and written.data.train_rows == 200
     assert written.train.steps == 60 and written.train.resumed_from_step is None
     assert written.train.train_samples_per_s > 0 and written.gate.passed
+    assert 0 < written.train.checkpoint_write_s < written.train.train_time_s  # median of the 6 timed saves
     assert written.macro_f1_gain == pytest.approx(written.model.macro_f1 - written.baseline.macro_f1, abs=1e-4)
     assert written.outputs == {"model_dir": "models/finetune"}
     # history and confusion come back to the caller but stay out of the file.

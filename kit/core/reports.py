@@ -179,6 +179,7 @@ class TrainRun(_TrainPart):
     threads_per_process: int
     fingerprint: str
     stage_time_s: float | None = None  # set by the main process once every output is written
+    checkpoint_write_s: float | None = None  # median seconds per checkpoint save (None: none written)
 
 
 class QualityGate(_TrainPart):

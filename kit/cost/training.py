@@ -57,7 +57,7 @@ def training_cost(
     finetune_s = tr.train_time_s
     distill_s = float((bench.distill or {}).get("seconds", 0.0))
     work = (finetune_s + distill_s) * cpus / inst.vcpu
-    recorded = getattr(tr, "checkpoint_write_s", None)
+    recorded = tr.checkpoint_write_s  # measured by the finetune stage (None: no checkpoint was written)
     write = float(recorded) if recorded else settings.checkpoint_write_s
     source = "reports/train.json train.checkpoint_write_s" if recorded else "assumption (settings.checkpoint_write_s)"
     interval = settings.checkpoint_every_steps * tr.train_time_s / max(tr.steps, 1) * cpus / inst.vcpu

@@ -3,6 +3,7 @@ Pure assembly from the Trainer's state; kit.finetune.train writes it (main proce
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,8 @@ def run_facts(trainer: Trainer, out: Any, params: Params, *, resume: Path | None
     import torch
 
     state = trainer.state
+    # Median seconds per checkpoint save (None: none written); the cost stage prices spot checkpointing with it.
+    saves = getattr(trainer, "kit_save_s", [])
     return {
         "base_model": base_model_name(params.model),
         "steps": state.global_step,
@@ -50,6 +53,7 @@ def run_facts(trainer: Trainer, out: Any, params: Params, *, resume: Path | None
         "val_evaluations": sum("eval_macro_f1" in h for h in state.log_history),
         "resumed_from_step": int(resume.name[len(CHECKPOINT_PREFIX) :]) if resume is not None else None,
         "train_time_s": round(train_s, 2),
+        "checkpoint_write_s": round(statistics.median(saves), 3) if saves else None,
         "train_samples_per_s": round(float(out.metrics.get("train_samples_per_second", 0.0)), 2),
         "test_time_s": round(test_s, 2),
         "test_samples_per_s": round(test_rows / test_s, 2),

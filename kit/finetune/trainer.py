@@ -4,6 +4,7 @@ Also class weights, the training order, validation metrics and torchrun rank inf
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,7 @@ def trainer_classes():
             self._kit_group = group_by_length
             self._kit_sampler = None
             self._kit_weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+            self.kit_save_s: list[float] = []  # seconds each checkpoint save took (the cost stage prices spot with it)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if self._kit_weights is None:
@@ -125,6 +127,12 @@ def trainer_classes():
                 self._kit_group,
             )
             return self._kit_sampler
+
+        def _save_checkpoint(self, *a, **kw):
+            # Timing only: nothing here touches the model, optimizer or RNG state, so training stays bitwise the same.
+            t0 = time.perf_counter()
+            super()._save_checkpoint(*a, **kw)
+            self.kit_save_s.append(time.perf_counter() - t0)
 
         def _run_epoch(self, *a, **kw):
             # accelerate forwards set_epoch through most loader wrappers, but not a skipped DDP shard on resume.
