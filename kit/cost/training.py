@@ -59,7 +59,9 @@ def training_cost(
     work = (finetune_s + distill_s) * cpus / inst.vcpu
     recorded = tr.checkpoint_write_s  # measured by the finetune stage (None: no checkpoint was written)
     write = float(recorded) if recorded else settings.checkpoint_write_s
-    source = "reports/train.json train.checkpoint_write_s" if recorded else "assumption (settings.checkpoint_write_s)"
+    source = (
+        "reports/train.json train.checkpoint_write_s" if recorded else "assumption (params cost.checkpoint_write_s)"
+    )
     interval = settings.checkpoint_every_steps * tr.train_time_s / max(tr.steps, 1) * cpus / inst.vcpu
     hour = 3600.0
     on_demand_wall = expected_runtime(work, interval_s=interval, write_s=write, mtbf_s=math.inf, restart_s=0)
