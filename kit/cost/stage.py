@@ -9,6 +9,7 @@ from kit.core.io import rel_path
 from kit.core.layout import LAYOUT
 from kit.core.params import Params
 from kit.core.reports import BenchReport, ServeReport, TrainReport, read_report, write_report
+from kit.cost.options import OPTION_NAMES
 from kit.cost.plots import plot_breakeven, plot_sensitivity
 from kit.cost.prices import read_prices
 from kit.cost.report import CostReport, assemble_cost
@@ -60,7 +61,7 @@ def run_cost(params: Params, root: str | Path) -> CostReport:
     train = read_report(root / LAYOUT.train_report, TrainReport)
     prices = read_prices(root / settings.prices)
     t = settings.traffic
-    _say(f"pricing {len(prices.instances)} instance rows' options at {t.requests_per_day:,.0f} requests/day "
+    _say(f"pricing {len(OPTION_NAMES)} options on {settings.instance} at {t.requests_per_day:,.0f} requests/day "
          f"(p99 objective {t.p99_objective_ms:g} ms); break-even over {settings.curve_points} volumes")  # fmt: skip
     report = assemble_cost(run, serve=serve, bench=bench, train=train, prices=prices)
     report.settings = settings  # as params.yaml spells it: no machine path
