@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # What a project copy leaves out: environments, caches and every generated output. Output dirs are matched only at
 # the top level (kit/data/ is source, data/ is an output).
-_IGNORE_ANYWHERE = {".venv", ".tools", ".git", "__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
+_IGNORE_ANYWHERE = {".venv", ".tools", ".git", "__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".hypothesis"}
 _IGNORE_TOP = {"cache", "tmp", "site", "data", "models", "reports", "checkpoints", "deploy", "bench-data"}
 
 
