@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, delete_from_gateway, push_to_gateway
 from pydantic import BaseModel, ConfigDict, Field
 
+from kit.core.metrics import accuracy_macro_f1
 from kit.monitor import metric_names as m
 from kit.monitor.features import MonitorError
 from kit.monitor.verdict import NOT_ENOUGH_DATA, WindowVerdict
@@ -103,10 +104,8 @@ def window_signals(
     known = true_labels.notna()
     if not known.any():
         return WindowSignals(verdict=verdict, class_shares=shares, reference_shares=refs)
-    from sklearn.metrics import f1_score
-
-    y_true, y_pred = true_labels[known].astype(str), predicted[known]
-    f1 = float(f1_score(y_true, y_pred, average="macro", labels=sorted(set(y_true) | set(y_pred)), zero_division=0))
+    # The macro average over the classes seen in either side, as the finetune stage's validation metric.
+    f1 = accuracy_macro_f1(true_labels[known].astype(str), predicted[known])["macro_f1"]
     return WindowSignals(
         verdict=verdict, class_shares=shares, reference_shares=refs, macro_f1=f1, labelled_rows=int(known.sum())
     )
