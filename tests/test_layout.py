@@ -26,7 +26,7 @@ ALLOWED = {
     "optimize": {"core", "serve"},
     "serve": {"core"},
     "deploy": {"core", "serve"},
-    "monitor": {"core", "serve"},
+    "monitor": {"core", "serve", "deploy"},  # after deploy: reuses its server launcher and load client
     "cost": {"core"},
 }
 SERVE_FORBIDDEN = {"torch", "transformers", "sklearn"}

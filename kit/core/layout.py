@@ -8,7 +8,7 @@ from dataclasses import dataclass
 __all__ = ["Layout", "LAYOUT", "STAGE_NAMES"]
 
 # Pipeline order; the notebook, package, docs page and params section of each stage carry this name.
-STAGE_NAMES: tuple[str, ...] = ("data", "finetune", "optimize", "deploy", "cost")
+STAGE_NAMES: tuple[str, ...] = ("data", "finetune", "optimize", "deploy", "monitor", "cost")
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,15 @@ class Layout:
     serve_report: str = "reports/serve.json"
     model_card: str = "reports/model_card.md"
     manifests_dir: str = "deploy/k8s"
+    monitor_reference_dir: str = "models/monitor/reference"
+    monitor_log_dir: str = "data/monitor/predictions"
+    monitor_labels: str = "data/monitor/labels.jsonl"
+    monitor_report: str = "reports/monitor.json"
+    monitor_html_dir: str = "reports/monitor"
+    monitoring_dir: str = "deploy/monitoring"
+    monitor_statistics_plot: str = "reports/plots/monitor_statistics.png"
+    monitor_class_shares_plot: str = "reports/plots/monitor_class_shares.png"
+    monitor_delay_plot: str = "reports/plots/monitor_detection_delay.png"
     cost_report: str = "reports/cost.json"
     cost_breakeven_plot: str = "reports/plots/cost_breakeven.png"
     cost_sensitivity_plot: str = "reports/plots/cost_sensitivity.png"

@@ -424,10 +424,63 @@ class DeployParams(_Section):
 
 # ------------------------------------------------------------------------------------------ monitor
 class MonitorParams(_Section):
-    """Drift, quality and latency monitoring (stage `monitor`, later)."""
+    """Drift, quality and latency monitoring of the served model (stage `monitor`, `kit monitor ...`)."""
 
-    latency_p99_ms: float = Field(100.0, gt=0, description="Alert when p99 latency exceeds this.")
-    drift_threshold: float = Field(0.2, gt=0, description="Alert when the prediction-distribution drift exceeds this.")
+    # -- reference and calibration (kit/monitor/profile.py, calibrate.py)
+    reference_split: Literal["validation", "train"] = Field(
+        "validation", description="Split run through the serving model to make the reference profile."
+    )
+    window_size: int = Field(200, ge=20, le=100_000, description="Predictions per monitoring window.")
+    min_rows: int = Field(
+        50, ge=2, description="A window with fewer predictions is 'not enough data', never drift."
+    )
+    false_alarm_target: float = Field(
+        0.01, gt=0, lt=0.5, description="Calibrated false-alarm rate per window, all features together."
+    )
+    multiple_testing: Literal["bh", "bonferroni"] = Field(
+        "bh", description="Control across features: Benjamini-Hochberg (bh) or Bonferroni."
+    )
+    embeddings: bool = Field(True, description="Judge drift of the served model's pooled embeddings (MMD^2) too.")
+    embedding_rows: int = Field(500, ge=20, description="Reference embeddings MMD^2 compares each window with.")
+    # -- simulated production (kit/monitor/scenarios.py, replay.py)
+    control_windows: int = Field(50, ge=1, description="Windows of the no-shift control (false alarms over them).")
+    shift_windows: int = Field(10, ge=2, description="Windows per shift scenario.")
+    shift_starts_at: int = Field(3, ge=0, description="First shifted window of each shift scenario.")
+    prior_factor: float = Field(3.0, gt=1, description="Label-prior shift: weight multiplier of the rarest class.")
+    typo_rate: float = Field(0.08, gt=0, le=1, description="Character-noise shift: typo chance per character.")
+    foreign_locale: str = Field("de_DE", description="Vocabulary shift: Faker locale the foreign texts come from.")
+    ramp_windows: int = Field(5, ge=1, description="Gradual shift: windows from none to all texts shifted.")
+    label_fraction: float = Field(
+        0.3, ge=0, le=1, description="Share of requests whose true label arrives later (delayed labels)."
+    )
+    replay_concurrency: int = Field(16, ge=1, le=256, description="Concurrent clients replaying the windows.")
+    # -- prediction-log overhead (server throughput with the log on / off)
+    overhead_duration_s: float = Field(8.0, gt=0, le=600, description="Measured seconds per overhead run.")
+    overhead_repeats: int = Field(2, ge=1, le=10, description="Runs per setting, alternated off/on.")
+    # -- alerts and dashboard (kit/monitor/alerts.py, dashboard.py)
+    latency_p99_ms: float = Field(100.0, gt=0, description="Alert when /predict p99 latency exceeds this.")
+    quality_floor: float = Field(0.5, gt=0, lt=1, description="Alert when realized macro-F1 falls below this.")
+    class_share_shift: float = Field(
+        0.15, gt=0, lt=1, description="Alert when a class share moves this far from the reference share."
+    )
+    runbook_base_url: str = Field(
+        "https://example.github.io/kit/runbooks/",
+        pattern=r"^https?://[^#\s]+$",
+        description="The published runbooks page; each alert links to its section.",
+    )
+    seed: int = Field(0, description="Seeds the reference split, calibration windows and scenarios.")
+
+    @model_validator(mode="after")
+    def _check(self) -> MonitorParams:
+        if self.shift_starts_at >= self.shift_windows:
+            raise FieldCheckError(
+                "shift_starts_at", f"must be below monitor.shift_windows ({self.shift_windows}), got {self.shift_starts_at}"
+            )
+        if self.min_rows > self.window_size:
+            raise FieldCheckError(
+                "min_rows", f"must be at most monitor.window_size ({self.window_size}), got {self.min_rows}"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------------------------- cost

@@ -35,6 +35,7 @@ STAGES: dict[str, Stage] = {
         Stage("finetune", "notebooks/02_finetune.ipynb", ("model", "finetune")),
         Stage("optimize", "notebooks/03_optimize.ipynb", ("model", "optimize")),
         Stage("deploy", "notebooks/04_deploy.ipynb", ("serve", "deploy")),
+        Stage("monitor", "notebooks/05_monitor.ipynb", ("serve", "monitor")),
         Stage("cost", "notebooks/06_cost.ipynb", ("cost",)),
     )
 }
