@@ -155,3 +155,15 @@ def test_a_report_with_no_shift_scenario_and_no_scores_still_plots(tmp_path):
     report = report.model_copy(update={"scenarios": [control], "detection": {}})
     for plot in (plot_statistics, plot_class_shares, plot_detection_delay):
         _png_size(plot(report, tmp_path / f"{plot.__name__}.png"))
+
+
+def test_infinite_thresholds_are_left_out(tmp_path):
+    # Too few null windows for the level: the calibration's boundary is +-inf, which no axis can draw.
+    report = make_report()
+    inf = {"length_chars": float("-inf"), "embedding_mmd2": float("inf")}
+    ref = report.reference.model_copy(update={"thresholds": report.reference.thresholds | inf})
+    shift = report.scenarios[1]
+    windows = [w.model_copy(update={"thresholds": w.thresholds | inf}) for w in shift.windows]
+    report = report.model_copy(update={"reference": ref, "scenarios": [report.scenarios[0], shift.model_copy(
+        update={"windows": windows})]})  # fmt: skip
+    _png_size(plot_statistics(report, tmp_path / "s.png"))

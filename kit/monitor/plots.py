@@ -89,7 +89,9 @@ def _shown(value: float, low: bool) -> float:
 def _statistic_panel(ax: Any, report: MonitorReport, feature: str, colours: dict[str, Any]) -> None:
     """One feature: every scenario's statistic per window, its thresholds, shift starts and drift verdicts."""
     low = lower_is_drift(feature)
+    # A threshold is infinite when the calibration replayed too few null windows to reach the level: nothing to draw.
     base = report.reference.thresholds.get(feature)
+    base = base if base is not None and math.isfinite(base) else None
     for s in report.scenarios:
         colour = colours[s.name]
         pts = [(w.index, w.scores[feature], w) for w in s.windows if feature in w.scores]
@@ -107,7 +109,7 @@ def _statistic_panel(ax: Any, report: MonitorReport, feature: str, colours: dict
                 filled = feature in w.drifted
                 ax.plot([x], [y], "o", ms=6, color=colour, mfc=colour if filled else "none", zorder=4)
         # The per-window thresholds only when they differ from the calibrated one (the level of BH moves them).
-        th = [(w.index, w.thresholds[feature]) for w in s.windows if feature in w.thresholds]
+        th = [(w.index, w.thresholds[feature]) for w in s.windows if math.isfinite(w.thresholds.get(feature, math.inf))]
         if th and (base is None or any(abs(t - base) > 1e-12 * max(1.0, abs(base)) for _, t in th)):
             tx = [i for i, _ in th]
             ty = [_shown(t, low) for _, t in th]
