@@ -1,8 +1,10 @@
-"""MkDocs hooks: render each stage's executed notebook and the params reference generated from the schema.
+"""MkDocs hooks: render each stage's executed notebook and the params reference generated from the schema (whole, or
+one section's table on its stage page).
 The executed copy (reports/notebooks/) is shown when the pipeline has run; the source notebook otherwise."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mkdocs.plugins import event_priority
@@ -10,6 +12,8 @@ from mkdocs.structure.files import File
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "<!-- params-reference -->"
+# One section's table on its stage page: <!-- params-reference:monitor -->
+SECTION_MARKER = re.compile(r"<!-- params-reference:(\w+) -->")
 
 
 @event_priority(100)  # before mkdocs-jupyter, so it converts the notebooks added here
@@ -22,9 +26,21 @@ def on_files(files, config):
     return files
 
 
+def section_reference(reference: str, section: str) -> str:
+    """The table of one section out of the whole generated reference (its `### `section`` block, heading dropped)."""
+    blocks = re.split(r"^### ", reference, flags=re.M)
+    for block in blocks:
+        head, _, body = block.partition("\n")
+        if head.strip() == f"`{section}`":
+            return body.strip() + "\n"
+    raise ValueError(f"params reference has no section {section!r}")
+
+
 def on_page_markdown(markdown, page, config, files):
-    if MARKER in markdown:
+    if MARKER in markdown or SECTION_MARKER.search(markdown):
         from kit.core.params import reference_markdown
 
-        markdown = markdown.replace(MARKER, reference_markdown())
+        ref = reference_markdown()
+        markdown = markdown.replace(MARKER, ref)
+        markdown = SECTION_MARKER.sub(lambda m: section_reference(ref, m.group(1)), markdown)
     return markdown
