@@ -14,7 +14,7 @@ import numpy as np
 
 from kit.core.errors import DeployError
 
-__all__ = ["load_level", "pct"]
+__all__ = ["load_level", "pct", "run_async"]
 
 
 # ------------------------------------------------------------------------------------------- load level
@@ -186,7 +186,7 @@ def _batch_counters(url: str) -> tuple[float, float, float | None] | None:
     return (total, count, wait) if total is not None and count is not None else None
 
 
-def _run_async(coro: Any) -> Any:
+def run_async(coro: Any) -> Any:
     """Run a coroutine to completion in a fresh thread with its own event loop (works inside Jupyter's loop)."""
     box: dict[str, Any] = {}
 
@@ -252,7 +252,7 @@ def load_level(
     marks: dict[str, Any] = {"on_measure": on_measure}
     if server_pid:
         marks["snapshot"] = lambda: _batch_counters(url)  # the server's batch counters at the window start
-    records, errors = _run_async(_closed_loop(url, texts, concurrency, duration_s, warmup_s, marks))
+    records, errors = run_async(_closed_loop(url, texts, concurrency, duration_s, warmup_s, marks))
     t1 = time.perf_counter()
     machine_cpu = psutil.cpu_percent(None)
     elapsed = t1 - state["t0"]

@@ -1,5 +1,5 @@
-"""The monitor stage (library part, not yet a pipeline stage): per-feature drift through Evidently with thresholds
-calibrated on reference-vs-reference windows, embedding drift (MMD), alert rules, and the Grafana dashboard.
+"""The monitor stage: per-feature drift through Evidently with thresholds calibrated on reference-vs-reference
+windows, embedding drift (MMD), scenarios replayed through `kit serve`, alert rules, and the Grafana dashboard.
 
 The public names below load their module on first use, so importing the package stays cheap: no Evidently,
 pandas or numpy until a function is called."""
@@ -10,6 +10,10 @@ from kit.core.lazy import lazy_api
 
 # name -> module that defines it
 _API = {
+    "run_monitor": "kit.monitor.stage",
+    "MonitorReport": "kit.monitor.report",
+    "ScenarioResult": "kit.monitor.report",
+    "WindowResult": "kit.monitor.report",
     "MonitorError": "kit.monitor.features",
     "FeatureSpec": "kit.monitor.features",
     "DEFAULT_FEATURES": "kit.monitor.features",

@@ -51,7 +51,7 @@ class ScenarioResult(BaseModel):
     detection_rate: float | None  # share of shifted windows judged drift
     false_alarms: int  # drift verdicts on unshifted windows
     unshifted_windows: int
-    evidently_html: str | None  # project-relative Evidently report of the shifted windows (control: all)
+    evidently_html: str | None  # project-relative Evidently report of the first drift window (none: the last)
 
 
 class ReferenceSummary(BaseModel):

@@ -1,0 +1,156 @@
+"""Simulated production over HTTP: the scenarios' windows replayed through a real `kit serve` subprocess with its
+prediction log on, and the log's cost measured as server throughput with it on and off at the ratio concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kit.core.params import ServeParams
+from kit.deploy.loadclient import load_level, run_async
+from kit.deploy.servers import ServerHandle, start_server, stop_server
+from kit.monitor.features import MonitorError
+from kit.monitor.report import LoggingOverhead, OverheadRun
+from kit.monitor.scenarios import Scenario
+
+__all__ = ["serve_config", "running_server", "replay_scenarios", "measure_overhead", "log_counters"]
+
+LOG_COUNTER = "kit_prediction_log_records_total"
+
+
+def serve_config(serve: ServeParams, log_dir: Path | None, *, embeddings: bool) -> dict[str, Any]:
+    """The `serve` section a replay server runs with: the pipeline's own, the prediction log on (into `log_dir`) or
+    off (None), and no access log (a line per request would cost the replay what production pays elsewhere)."""
+    section = serve.model_dump(mode="json")
+    log = dict(section["prediction_log"])
+    log.update(enabled=log_dir is not None, embeddings=embeddings)
+    if log_dir is not None:
+        log["dir"] = str(log_dir)
+    return {**section, "prediction_log": log, "access_log": False}
+
+
+@contextmanager
+def running_server(model_dir: Path, serve: dict[str, Any], label: str, cwd: Path) -> Iterator[ServerHandle]:
+    """`kit serve` on a free loopback port for the duration of the block; its console log and params file live in
+    a temporary folder, and SIGTERM at the end drains it (the prediction log is flushed and closed then)."""
+    with tempfile.TemporaryDirectory(prefix=f"kit-monitor-{label}-") as tmp:
+        h = start_server(model_dir, serve, tmp, label=label, cwd=cwd)
+        try:
+            yield h
+        finally:
+            stopped = stop_server(h)
+            if stopped["exit_code"] != 0:
+                raise MonitorError(f"kit serve ({label}) exited with {stopped['exit_code']}:\n{h.log_tail()}")
+
+
+async def _replay(url: str, items: Sequence[tuple[str, str]], concurrency: int) -> int:
+    import httpx
+
+    queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+    failures: list[str] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty() and not failures:
+            rid, text = queue.get_nowait()
+            r = await client.post("/predict", json={"texts": [text]}, headers={"x-request-id": rid})
+            if r.status_code != 200:
+                failures.append(f"request {rid}: {r.status_code} {r.text[:200]}")
+
+    async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    if failures:
+        raise MonitorError(f"replay: the server refused {failures[0]}")
+    return len(items)
+
+
+def replay_scenarios(url: str, scenarios: Sequence[Scenario], *, concurrency: int) -> int:
+    """Send every window's texts, one single-text POST /predict each with its request id in `x-request-id`, as
+    `concurrency` clients do; windows in order, so a scenario's log reads like its traffic.
+
+    Returns:
+        Requests sent.
+
+    Raises:
+        MonitorError: a request was not answered 200 (names the request id and the answer).
+    """
+    items = [(rid, text) for s in scenarios for w in s.windows for rid, text in zip(w.request_ids, w.texts, strict=True)]
+    return int(run_async(_replay(url, items, concurrency)))
+
+
+def log_counters(url: str) -> dict[str, float]:
+    """The server's prediction-log counters (outcome -> records) from its /metrics.
+
+    Raises:
+        MonitorError: the server exposes no such counter (prediction logging is off or the server predates it).
+    """
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics", timeout=10.0).text
+    out = {
+        smp.labels.get("outcome", ""): smp.value
+        for fam in text_string_to_metric_families(text)
+        for smp in fam.samples
+        if smp.name == LOG_COUNTER
+    }
+    if not out:
+        raise MonitorError(f"{url}/metrics has no {LOG_COUNTER}: is serve.prediction_log.enabled on?")
+    return out
+
+
+def measure_overhead(
+    model_dir: Path,
+    serve: ServeParams,
+    texts: list[str],
+    *,
+    concurrency: int,
+    duration_s: float,
+    repeats: int,
+    cwd: Path,
+    embeddings: bool,
+) -> LoggingOverhead:
+    """Server throughput with the prediction log off and on, alternating (off, on, off, on, ...) so a slow spell of
+    the machine hits both; the ratio is of the medians.
+
+    Args:
+        model_dir: the serving dir.
+        serve: the pipeline's serve params.
+        texts: request texts, cycled by the closed-loop clients.
+        concurrency: clients (the load test's ratio concurrency).
+        duration_s: measured seconds per run (after 2 s of warm-up).
+        repeats: runs per setting.
+        cwd: the servers' working directory.
+        embeddings: whether the logging server also returns pooled embeddings (as the monitor needs).
+    """
+    runs: list[OverheadRun] = []
+    written = dropped = 0
+    with tempfile.TemporaryDirectory(prefix="kit-monitor-overhead-") as tmp:
+        for i in range(repeats):
+            for logging in (False, True):
+                log_dir = Path(tmp) / f"log{i}" if logging else None
+                cfg = serve_config(serve, log_dir, embeddings=embeddings)
+                with running_server(model_dir, cfg, f"overhead-{'on' if logging else 'off'}-{i}", cwd) as h:
+                    row = load_level(h.url, texts, concurrency, duration_s, warmup_s=2.0, server_pid=h.proc.pid)
+                    if logging:
+                        counts = log_counters(h.url)
+                        dropped += int(counts.get("dropped", 0))
+                if log_dir is not None:  # after the drain: every accepted record is in a closed file now
+                    written += sum(sum(1 for _ in f.open()) for f in log_dir.glob("*.jsonl"))
+                runs.append(
+                    OverheadRun(logging=logging, throughput_rps=row["throughput_rps"], p99_ms=row["p99_ms"],
+                                errors=row["errors"])
+                )  # fmt: skip
+    off = statistics.median(r.throughput_rps for r in runs if not r.logging)
+    on = statistics.median(r.throughput_rps for r in runs if r.logging)
+    return LoggingOverhead(
+        concurrency=concurrency, duration_s=duration_s, runs=runs, off_rps=off, on_rps=on,
+        ratio=round(on / off, 4) if off > 0 else 0.0, records_written=written, records_dropped=dropped,
+    )  # fmt: skip
