@@ -99,7 +99,12 @@ def test_a_foreign_language_shift_is_caught_and_timed(report):
 def test_logging_overhead_is_measured_both_ways(report):
     o = report.logging_overhead
     assert o is not None and {r.logging for r in o.runs} == {False, True}
-    assert o.records_written > 0 and o.off_rps > 0 and o.on_rps > 0 and o.ratio == pytest.approx(o.on_rps / o.off_rps, abs=1e-3)
+    assert (
+        o.records_written > 0
+        and o.off_rps > 0
+        and o.on_rps > 0
+        and o.ratio == pytest.approx(o.on_rps / o.off_rps, abs=1e-3)
+    )
     assert report.embedding_cost is not None and report.embedding_cost.mmd_ms_per_1000 > 0
 
 

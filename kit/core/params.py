@@ -431,9 +431,7 @@ class MonitorParams(_Section):
         "validation", description="Split run through the serving model to make the reference profile."
     )
     window_size: int = Field(200, ge=20, le=100_000, description="Predictions per monitoring window.")
-    min_rows: int = Field(
-        50, ge=2, description="A window with fewer predictions is 'not enough data', never drift."
-    )
+    min_rows: int = Field(50, ge=2, description="A window with fewer predictions is 'not enough data', never drift.")
     false_alarm_target: float = Field(
         0.01, gt=0, lt=0.5, description="Calibrated false-alarm rate per window, all features together."
     )
@@ -474,7 +472,8 @@ class MonitorParams(_Section):
     def _check(self) -> MonitorParams:
         if self.shift_starts_at >= self.shift_windows:
             raise FieldCheckError(
-                "shift_starts_at", f"must be below monitor.shift_windows ({self.shift_windows}), got {self.shift_starts_at}"
+                "shift_starts_at",
+                f"must be below monitor.shift_windows ({self.shift_windows}), got {self.shift_starts_at}",
             )
         if self.min_rows > self.window_size:
             raise FieldCheckError(

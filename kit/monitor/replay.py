@@ -81,7 +81,9 @@ def replay_scenarios(url: str, scenarios: Sequence[Scenario], *, concurrency: in
     Raises:
         MonitorError: a request was not answered 200 (names the request id and the answer).
     """
-    items = [(rid, text) for s in scenarios for w in s.windows for rid, text in zip(w.request_ids, w.texts, strict=True)]
+    items = [
+        (rid, text) for s in scenarios for w in s.windows for rid, text in zip(w.request_ids, w.texts, strict=True)
+    ]
     return int(run_async(_replay(url, items, concurrency)))
 
 
