@@ -1,4 +1,4 @@
-"""The prediction log (kit.monitor): text features against the served tokenizer, the off-request-path writer
+"""The prediction log (written by kit.serve, read by kit.monitor): text features against the served tokenizer, the off-request-path writer
 (every record exactly once across rotated files, drops counted when full), and the reader's handling of bad input."""
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from kit.core.errors import ModelDirError
 from kit.monitor.features import MonitorError
-from kit.monitor.predlog import LogSettings, PredictionLogWriter, PredictionRecord, make_record
 from kit.monitor.predlog_read import join_delayed_labels, read_delayed_labels, read_prediction_log
-from kit.monitor.textfeatures import features_frame, load_feature_tokenizer, text_features, text_hash
+from kit.monitor.textfeatures import features_frame
+from kit.serve.predlog import LogSettings, PredictionLogWriter, PredictionRecord, make_record
+from kit.serve.textfeatures import load_feature_tokenizer, text_features, text_hash
 from tests.fixtures_serve import embedded_model_dir
 
 
@@ -57,7 +59,7 @@ def test_features_frame_has_the_drift_features_and_no_raw_text(tok):
 
 
 def test_missing_tokenizer_is_named(tmp_path):
-    with pytest.raises(MonitorError, match=f"{tmp_path}/tokenizer.json"):
+    with pytest.raises(ModelDirError, match=f"{tmp_path}/tokenizer.json"):
         load_feature_tokenizer(tmp_path)
 
 

@@ -14,7 +14,8 @@ from kit.monitor.calibrate import CalibrationSettings
 from kit.monitor.features import DEFAULT_FEATURES, MonitorError
 from kit.monitor.profile import build_reference
 from kit.monitor.scenarios import SCENARIOS, ScenarioSettings, add_typos, build_scenario, build_scenarios, load_pool
-from kit.monitor.textfeatures import features_frame, load_feature_tokenizer
+from kit.monitor.textfeatures import features_frame
+from kit.serve.textfeatures import load_feature_tokenizer
 from kit.monitor.verdict import DRIFT, NO_DRIFT, window_verdict
 from tests.fixtures_serve import build_tiny_serving_dir
 

@@ -78,3 +78,24 @@ def test_fixed_wait_always_waits_for_max_delay() -> None:
 def test_unknown_wait_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="wait must be"):
         MicroBatcher(8, 0.01, wait="sometimes")
+
+
+def test_tuple_rows_come_back_per_request_with_the_batch_size_they_ran_in() -> None:
+    # A model run returning (probabilities, embeddings or None): each request gets its own rows of every array,
+    # a split request its chunks concatenated, and the size of the largest micro-batch it ran in.
+    def predict(texts: list[str]) -> tuple[np.ndarray | None, ...]:
+        n = np.array([[float(t)] for t in texts])
+        return n, n * 10, None
+
+    async def main():
+        b = MicroBatcher(max_batch_size=3, max_delay_s=0.3, wait="fixed")
+        b.start(predict)
+        res = await asyncio.gather(b.submit_batched(["1"]), b.submit_batched(["2", "3"]), b.submit_batched(["4"]))
+        split = await b.submit_batched([str(i) for i in range(5, 12)])  # 3 + 3 + 1
+        await b.close()
+        return res, split
+
+    (one, two, three), split = asyncio.run(main())
+    assert one.rows[0].ravel().tolist() == [1] and two.rows[1].ravel().tolist() == [20, 30] and one.rows[2] is None
+    assert (one.batch_size, two.batch_size, three.batch_size) == (3, 3, 1)
+    assert split.rows[0].ravel().tolist() == list(range(5, 12)) and split.batch_size == 3

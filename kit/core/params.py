@@ -20,6 +20,7 @@ __all__ = [
     "VARIANTS",
     "OptimizeParams",
     "ServeParams",
+    "PredictionLogParams",
     "DeployParams",
     "MonitorParams",
     "CostTrafficParams",
@@ -275,6 +276,31 @@ class OptimizeParams(_Section):
 
 
 # -------------------------------------------------------------------------------------------- serve
+class PredictionLogParams(_Section):
+    """The prediction log the server writes (serve.prediction_log): one JSONL record per predicted text."""
+
+    enabled: bool = Field(
+        False, description="Write one record per prediction (off: no writer thread, no files, nothing changes)."
+    )
+    dir: str = Field("logs/predictions", min_length=1, description="Log directory, relative to the working directory.")
+    log_text: bool = Field(
+        False, description="Keep the raw text in each record (privacy: off logs only a hash of the text)."
+    )
+    embeddings: bool = Field(
+        True,
+        description="Log the pooled sentence embedding of each text (float16, base64) from the serving graph, for "
+        "embedding drift; needs the `onnx` package at model load.",
+    )
+    max_records: int = Field(100_000, ge=1, description="Records per file before it is closed and a new one opened.")
+    max_bytes: int = Field(64 * 1_048_576, ge=1024, description="Bytes per file before it is closed.")
+    max_age_s: float = Field(
+        300.0, gt=0, description="Seconds a file stays open, so readers see recent records in closed files."
+    )
+    queue_size: int = Field(
+        10_000, ge=1, description="Records waiting for the writer thread; beyond it records are dropped and counted."
+    )
+
+
 class ServeParams(_Section):
     """The HTTP model server (`kit serve`): micro-batching, request limits, shutdown and telemetry."""
 
@@ -311,6 +337,9 @@ class ServeParams(_Section):
         "http://localhost:4318/v1/traces", description="OTLP/HTTP traces endpoint (used when otel_enabled)."
     )
     otel_service_name: str = Field("kit-serve", min_length=1, description="service.name resource of the spans.")
+    prediction_log: PredictionLogParams = Field(
+        default_factory=PredictionLogParams, description="The prediction log (off by default)."
+    )
 
 
 # ------------------------------------------------------------------------------------------- deploy

@@ -27,6 +27,7 @@ __all__ = [
     "BATCH_DURATION",
     "READY",
     "PREDICTIONS",
+    "PREDICTION_LOG_RECORDS",
     "DRIFT_STATISTIC",
     "DRIFT_THRESHOLD",
     "DRIFT_P_VALUE",
@@ -81,8 +82,12 @@ BATCH_DURATION = Series(
 )
 READY = Series("kit_serve_ready", "gauge", (), "", "1 when the model is loaded, warmed up and not draining.")
 PREDICTIONS = Series("kit_serve_predictions_total", "counter", ("label",), "", "Predicted labels, one per text.")
+PREDICTION_LOG_RECORDS = Series(
+    "kit_prediction_log_records_total", "counter", ("outcome",), "", "Prediction-log records, written or dropped."
+)
 SERVE_SERIES = (
-    REQUESTS, REQUEST_DURATION, REQUESTS_IN_PROGRESS, QUEUE_DEPTH, BATCH_SIZE, BATCH_DURATION, READY, PREDICTIONS
+    REQUESTS, REQUEST_DURATION, REQUESTS_IN_PROGRESS, QUEUE_DEPTH, BATCH_SIZE, BATCH_DURATION, READY, PREDICTIONS,
+    PREDICTION_LOG_RECORDS,
 )  # fmt: skip
 
 # The monitor's gauges, one value per evaluated window (the latest), exported beside the server's /metrics.

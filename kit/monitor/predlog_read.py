@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import TypeAdapter, ValidationError
 
 from kit.monitor.features import MonitorError
-from kit.monitor.predlog import LOG_SUFFIX, OPEN_SUFFIX, PredictionRecord
+from kit.serve.predlog import LOG_SUFFIX, OPEN_SUFFIX, PredictionRecord
 
 __all__ = ["LogRead", "LabelJoin", "read_prediction_log", "read_delayed_labels", "join_delayed_labels"]
 

@@ -19,6 +19,14 @@ __all__ = [
     "read_model_dir",
     "MicroBatcher",
     "RunCost",
+    "Batched",
+    "PredictionRecord",
+    "LogSettings",
+    "PredictionLogWriter",
+    "encode_embedding",
+    "decode_embeddings",
+    "pooled_output_name",
+    "PredictionRecorder",
 ]
 
 # Public name -> the module defining it; imported on first access only. Nothing here may reach torch,
@@ -37,6 +45,14 @@ _SOURCES = {
     "read_model_dir": "kit.serve.model",
     "MicroBatcher": "kit.serve.batcher",
     "RunCost": "kit.serve.batcher",
+    "Batched": "kit.serve.batcher",
+    "PredictionRecord": "kit.serve.predrecord",
+    "LogSettings": "kit.serve.predlog",
+    "PredictionLogWriter": "kit.serve.predlog",
+    "encode_embedding": "kit.serve.predrecord",
+    "decode_embeddings": "kit.serve.predrecord",
+    "pooled_output_name": "kit.serve.pooled",
+    "PredictionRecorder": "kit.serve.recorder",
 }
 
 __getattr__, __dir__ = lazy_api(__name__, _SOURCES)

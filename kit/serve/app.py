@@ -1,9 +1,11 @@
 """The model server behind `kit serve`: FastAPI app (predict, health, readiness, metrics) over the micro-batcher,
-with request limits, JSON access logs, optional OpenTelemetry tracing and graceful shutdown. Never imports torch."""
+with request limits, JSON access logs, an optional prediction log, OpenTelemetry tracing and graceful shutdown.
+Never imports torch."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -23,8 +25,9 @@ from starlette.requests import ClientDisconnect
 
 from kit.core.errors import KitError
 from kit.core.params import ServeParams
-from kit.serve.batcher import MicroBatcher, ModelUnavailable
+from kit.serve.batcher import Batched, MicroBatcher, ModelUnavailable
 from kit.serve.model import ModelMeta, OnnxTextClassifier, read_model_dir
+from kit.serve.recorder import REQUEST_ID_HEADER, PredictionRecorder, request_id
 from kit.serve.telemetry import CONTENT_TYPE_LATEST, ObserveMiddleware, ServeMetrics, setup_access_log
 
 __all__ = ["create_app", "run", "parse_texts", "RequestError", "PredictRequest", "PredictResponse"]
@@ -118,7 +121,9 @@ class _State:
 
     def __init__(self, meta: ModelMeta, params: ServeParams, metrics: ServeMetrics):
         self.meta, self.params, self.metrics = meta, params, metrics
-        self.batcher: MicroBatcher | None = None
+        # Rows of a model run: (probabilities, pooled embeddings or None), see OnnxTextClassifier.predict.
+        self.batcher: MicroBatcher[tuple[np.ndarray | None, ...]] | None = None
+        self.recorder: PredictionRecorder | None = None  # set once the model loads, when serve.prediction_log.enabled
         self.loop: asyncio.AbstractEventLoop | None = None
         self.ready = False
         self.draining = False
@@ -154,6 +159,24 @@ def _setup_tracing(app: FastAPI, st: _State, span_processor: Any) -> None:
     st.tracer = provider.get_tracer("kit.serve")
 
 
+def _rid_header(request: Request) -> dict[str, str]:
+    rid = getattr(request.state, "request_id", None)
+    return {REQUEST_ID_HEADER: rid} if rid else {}
+
+
+async def _submit(st: _State, texts: list[str]) -> Batched[tuple[np.ndarray | None, ...]]:
+    """Run texts through the batcher, inside a `kit.predict` span when tracing (its attributes name the model and
+    the micro-batch the texts ran in)."""
+    assert st.batcher is not None
+    if st.tracer is None:
+        return await st.batcher.submit_batched(texts)
+    attrs = {"kit.n_texts": len(texts), "kit.model_version": st.meta.version, "kit.model_variant": st.meta.variant}
+    with st.tracer.start_as_current_span("kit.predict", attributes=attrs) as span:
+        done = await st.batcher.submit_batched(texts)
+        span.set_attribute("kit.batch_size", done.batch_size)
+        return done
+
+
 def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span_processor: Any = None) -> FastAPI:
     """Build the server app; the model loads and warms up in the background once the app starts.
 
@@ -183,7 +206,13 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         assert batcher is not None  # lifespan creates it before scheduling this
         try:
             t0 = time.perf_counter()
-            model = await loop.run_in_executor(batcher.executor, OnnxTextClassifier, meta, p.threads)
+            plog = p.prediction_log
+            load = functools.partial(OnnxTextClassifier, meta, p.threads, pooled=plog.enabled and plog.embeddings)
+            model = await loop.run_in_executor(batcher.executor, load)
+            if plog.enabled:  # loads the tokenizer and starts the writer thread: off the event loop too
+                count = metrics.observe_prediction_log
+                start = functools.partial(PredictionRecorder.start, plog, meta.model_dir, meta.version, on_count=count)
+                st.recorder = await loop.run_in_executor(batcher.executor, start)
             # Warm-up: first runs allocate arenas and pick kernels; do it before reporting ready. The second run of
             # each size is timed: two sizes seed the batcher's estimate of one run's fixed cost (its adaptive wait).
             longest = ["warm up " * meta.max_length]
@@ -191,7 +220,7 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
             for n in sorted({1, min(p.max_batch_size, 8)}):
                 for _ in range(2):
                     t = time.perf_counter()
-                    await loop.run_in_executor(batcher.executor, model.predict_proba, longest * n)
+                    await loop.run_in_executor(batcher.executor, model.predict, longest * n)
                 calibration.append((n, time.perf_counter() - t))
         except Exception as exc:
             st.error = f"model failed to load: {exc}"
@@ -200,7 +229,7 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
             if st.on_fatal is not None:
                 st.on_fatal()
             return
-        batcher.start(model.predict_proba, calibration)
+        batcher.start(model.predict, calibration)
         st.ready = not st.draining
         metrics.ready.set(1 if st.ready else 0)
         log.info("model %s (%s) ready in %.2f s", meta.version, meta.variant, time.perf_counter() - t0)
@@ -209,7 +238,7 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         st.loop = asyncio.get_running_loop()
         st.ready, st.draining, st.error = False, False, None
-        st.batcher = MicroBatcher(
+        st.batcher = MicroBatcher[tuple[np.ndarray | None, ...]](
             p.max_batch_size,
             p.max_delay_ms / 1000,
             on_batch=metrics.observe_batch,
@@ -225,6 +254,9 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
             st.ready = False
             await loader
             await st.batcher.close()  # finishes anything still queued before the process exits
+            if st.recorder is not None:  # after the batcher: the last answered requests are logged too
+                await asyncio.to_thread(st.recorder.close)
+                st.recorder = None
             if st.tracer_provider is not None:
                 st.tracer_provider.shutdown()
 
@@ -242,7 +274,7 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=_rid_header(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -264,7 +296,15 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         responses={200: {"model": PredictResponse}, 413: {}, 415: {}, 422: {}, 503: {}},
     )  # fmt: skip
     async def predict(request: Request) -> Response:
-        """Classify texts: `{"texts": ["..."]}` -> label, score and class probabilities per text."""
+        """Classify texts: `{"texts": ["..."]}` -> label, score and class probabilities per text.
+
+        An `x-request-id` header (1-128 characters of A-Z a-z 0-9 . _ : -) names the request in the prediction log;
+        without one the server makes one. Either way the response echoes it."""
+        t0 = time.perf_counter()
+        rid = request_id(request.headers.get(REQUEST_ID_HEADER))
+        if rid is None:
+            raise RequestError(422, f"{REQUEST_ID_HEADER} header: must be 1-128 characters of A-Z a-z 0-9 . _ : -")
+        request.state.request_id = rid
         ctype = request.headers.get("content-type", "")
         media, _, rest = ctype.partition(";")
         media = media.strip().lower()
@@ -287,20 +327,22 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
             raise RequestError(400, "body is not valid JSON: nested too deeply") from None
         texts = parse_texts(payload, p.max_texts_per_request, p.max_chars_per_text)
         request.state.n_texts = len(texts)
+        unavailable = {"retry-after": "5", REQUEST_ID_HEADER: rid}
         if st.batcher is None:  # the app was called without its lifespan (no model yet)
-            return JSONResponse({"error": "model not loaded"}, status_code=503, headers={"retry-after": "5"})
+            return JSONResponse({"error": "model not loaded"}, status_code=503, headers=unavailable)
         try:
-            if st.tracer is not None:
-                with st.tracer.start_as_current_span("kit.predict", attributes={"kit.n_texts": len(texts)}):
-                    probs = await st.batcher.submit(texts)
-            else:
-                probs = await st.batcher.submit(texts)
+            done = await _submit(st, texts)
         except ModelUnavailable as exc:
-            return JSONResponse({"error": str(exc)}, status_code=503, headers={"retry-after": "5"})
+            return JSONResponse({"error": str(exc)}, status_code=503, headers=unavailable)
+        probs, pooled = done.rows
+        assert probs is not None  # OnnxTextClassifier.predict always gives probabilities
         idx = probs.argmax(axis=1)
         conf = probs[np.arange(len(texts)), idx]
         top = [labels[i] for i in idx.tolist()]
-        metrics.observe_predictions(top, conf.tolist())
+        confidences = conf.tolist()
+        metrics.observe_predictions(top, confidences)
+        if st.recorder is not None:
+            st.recorder.record(rid, texts, top, confidences, (time.perf_counter() - t0) * 1000, pooled)
         rows = probs.round(6).tolist()
         out = {
             "model_version": meta.version,
@@ -310,7 +352,8 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
                 for lab, i, row in zip(top, idx.tolist(), rows, strict=True)
             ],
         }
-        return Response(json.dumps(out, separators=(",", ":")), media_type="application/json")
+        answer = json.dumps(out, separators=(",", ":"))
+        return Response(answer, media_type="application/json", headers={REQUEST_ID_HEADER: rid})
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -1,5 +1,6 @@
 """The asyncio micro-batcher: groups concurrent requests into one model run, executed in a single worker thread so the
-event loop stays free, and waits for company no longer than one run's fixed cost (`RunCost`). The model: kit.serve.model."""
+event loop stays free, and waits for company no longer than one run's fixed cost (`RunCost`). The model: kit.serve.model.
+A run returns one array, or a tuple of arrays (or None), row-aligned with its texts; each request gets its rows back."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-__all__ = ["MicroBatcher", "ModelUnavailable", "RunCost"]
+__all__ = ["MicroBatcher", "ModelUnavailable", "RunCost", "Batched", "Rows"]
+
+# What one model run returns for its texts: an array, or several (None for one a model does not produce), row i of
+# each belonging to text i. The batcher slices them per request and concatenates the chunks of a split request.
+Rows = TypeVar("Rows", np.ndarray, tuple[np.ndarray | None, ...])
 
 
 class ModelUnavailable(Exception):
@@ -23,7 +28,31 @@ class ModelUnavailable(Exception):
 @dataclass
 class _Item:
     texts: list[str]
-    future: asyncio.Future
+    future: asyncio.Future  # resolves to (rows of these texts, texts in the model run they were part of)
+
+
+@dataclass(frozen=True)
+class Batched(Generic[Rows]):
+    """A request's answer: its rows, and the size of the micro-batch its texts ran in (the largest, if split)."""
+
+    rows: Rows
+    batch_size: int
+
+
+def _slice(rows: Rows, start: int, stop: int) -> Rows:
+    if isinstance(rows, tuple):
+        return tuple(None if r is None else r[start:stop] for r in rows)
+    return rows[start:stop]
+
+
+def _concat(parts: list[Rows]) -> Rows:
+    first = parts[0]
+    if isinstance(first, tuple):
+        return tuple(
+            None if first[k] is None else np.concatenate([x for p in parts if (x := p[k]) is not None])
+            for k in range(len(first))
+        )
+    return np.concatenate(parts)
 
 
 class RunCost:
@@ -78,7 +107,7 @@ _STOP = object()  # ends the worker after everything queued before it
 _WAKE = object()  # interrupts a wait for more requests (drain started)
 
 
-class MicroBatcher:
+class MicroBatcher(Generic[Rows]):
     """Queue texts from concurrent requests and run them together: up to `max_batch_size` texts per model run, waiting
     at most `max_delay_s` after the first queued request for more. With `wait="adaptive"` the wait is also capped by
     the fixed cost of one model run (`RunCost`), learnt from warm-up and live runs. A request larger than a batch is
@@ -115,7 +144,7 @@ class MicroBatcher:
         self._queue: asyncio.Queue = asyncio.Queue()
         # One thread: ONNX Runtime already uses `threads` cores per run; a second concurrent run would only contend.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kit-model")
-        self._predict: Callable[[list[str]], np.ndarray] | None = None
+        self._predict: Callable[[list[str]], Rows] | None = None
         self._worker: asyncio.Task | None = None
         self._flush = False
         self._closed = False
@@ -128,11 +157,11 @@ class MicroBatcher:
             return self.max_delay_s
         return min(self.max_delay_s, overhead)
 
-    def start(self, predict: Callable[[list[str]], np.ndarray], calibration: Iterable[tuple[int, float]] = ()) -> None:
+    def start(self, predict: Callable[[list[str]], Rows], calibration: Iterable[tuple[int, float]] = ()) -> None:
         """Begin running queued work with `predict` (call inside the event loop, once the model is warm).
 
         Args:
-            predict: texts -> probabilities, run in the batcher's worker thread.
+            predict: texts -> their rows (probabilities; or a tuple, e.g. with embeddings), run in the worker thread.
             calibration: (texts, seconds) of warm-up runs of different sizes: seeds the run-cost fit.
         """
         self.cost.calibrate(calibration)
@@ -154,8 +183,16 @@ class MicroBatcher:
         self._flush = True
         self._queue.put_nowait(_WAKE)
 
-    async def submit(self, texts: list[str]) -> np.ndarray:
-        """Queue `texts` and wait for their probabilities [len(texts), num_labels].
+    async def submit(self, texts: list[str]) -> Rows:
+        """Queue `texts` and wait for their rows (e.g. probabilities [len(texts), num_labels]).
+
+        Raises:
+            ModelUnavailable: the model failed to load or the batcher is closed.
+        """
+        return (await self.submit_batched(texts)).rows
+
+    async def submit_batched(self, texts: list[str]) -> Batched[Rows]:
+        """Queue `texts` and wait for their rows and the size of the micro-batch they ran in.
 
         Raises:
             ModelUnavailable: the model failed to load or the batcher is closed.
@@ -171,8 +208,10 @@ class MicroBatcher:
             self._queue.put_nowait(item)
         self._on_queue(len(texts))
         if len(items) == 1:
-            return await items[0].future
-        return np.concatenate(await asyncio.gather(*(it.future for it in items)))
+            rows, size = await items[0].future
+            return Batched(rows, size)
+        done = await asyncio.gather(*(it.future for it in items))
+        return Batched(_concat([rows for rows, _ in done]), max(size for _, size in done))
 
     async def close(self) -> None:
         """Refuse new work, finish everything queued, stop the worker and its thread."""
@@ -234,7 +273,7 @@ class MicroBatcher:
         assert predict is not None  # _run only starts after start() set it
         t0 = time.perf_counter()
         try:
-            probs = await loop.run_in_executor(self.executor, predict, texts)
+            rows = await loop.run_in_executor(self.executor, predict, texts)
         except Exception as exc:
             if len(live) == 1:
                 _resolve(live[0].future, exc=exc)
@@ -242,7 +281,7 @@ class MicroBatcher:
             for it in live:  # isolate the request that broke the batch; the others still get answers
                 t1 = time.perf_counter()
                 try:
-                    _resolve(it.future, await loop.run_in_executor(self.executor, predict, it.texts))
+                    _resolve(it.future, (await loop.run_in_executor(self.executor, predict, it.texts), len(it.texts)))
                     self._on_batch(len(it.texts), time.perf_counter() - t1)
                 except Exception as exc1:
                     _resolve(it.future, exc=exc1)
@@ -252,7 +291,7 @@ class MicroBatcher:
         self.cost.add(len(texts), seconds)
         start = 0
         for it in live:
-            _resolve(it.future, probs[start : start + len(it.texts)])
+            _resolve(it.future, (_slice(rows, start, start + len(it.texts)), len(texts)))
             start += len(it.texts)
 
 

@@ -80,11 +80,11 @@ def read_model_dir(model_dir: str | Path, default_max_length: int) -> ModelMeta:
 
 
 # ------------------------------------------------------------------------------------------------ ONNX Runtime
-def make_session(path: str | Path, threads: int, *, gpu: bool = False) -> Any:
+def make_session(path: str | Path | bytes, threads: int, *, gpu: bool = False) -> Any:
     """The ONNX Runtime session the server runs (and the optimize stage measures): fixed intra-op threads.
 
     Args:
-        path: the .onnx file.
+        path: the .onnx file, or a serialized model (a graph edited in memory, e.g. with its pooled output added).
         threads: intra-op threads; inter-op is 1 (one inference at a time: a BERT graph is a chain).
         gpu: run on CUDA (fp16 variants), falling back to the CPU for ops CUDA lacks.
     """
@@ -99,7 +99,8 @@ def make_session(path: str | Path, threads: int, *, gpu: bool = False) -> Any:
     # Idle ORT threads spin by default, burning the cores the event loop and tokenizer need between batches.
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
-    return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, sess_options=so, providers=providers)
 
 
 def session_logits(session: Any, batch: dict[str, np.ndarray], output: str = OUTPUT_NAME) -> np.ndarray:
@@ -165,36 +166,59 @@ def encode(tok: Any, texts: list[str], pad_to: int | None = None) -> dict[str, n
 
 
 class OnnxTextClassifier:
-    """Tokenise a batch (padded to its longest text only) and run the ONNX classifier; returns probabilities."""
+    """Tokenise a batch (padded to its longest text only) and run the ONNX classifier; returns probabilities and,
+    when built with `pooled=True`, the pooled sentence embeddings the classification head read."""
 
-    def __init__(self, meta: ModelMeta, threads: int):
+    def __init__(self, meta: ModelMeta, threads: int, *, pooled: bool = False):
         """Args:
         meta: from `read_model_dir`.
         threads: ONNX Runtime intra-op threads.
+        pooled: also return the pooled embedding (the graph gets it as an extra output; needs the `onnx` package).
 
         Raises:
-            ModelDirError: the tokenizer or the ONNX graph cannot be loaded, or the graph's output width differs
-                from the number of labels.
+            ModelDirError: the tokenizer or the ONNX graph cannot be loaded, the graph's output width differs
+                from the number of labels, or `pooled` and the graph has no pooled embedding.
         """
         d = meta.model_dir
         self.tokenizer = load_tokenizer(d / "tokenizer.json", meta.max_length)
+        self.pooled_name: str | None = None
+        source: Path | bytes = d / "model.onnx"
+        if pooled:
+            from kit.serve.pooled import graph_with_pooled_output  # imports onnx: only servers that log embeddings
+
+            source, self.pooled_name = graph_with_pooled_output(d / "model.onnx")
         try:
-            self.session = make_session(d / "model.onnx", threads)
+            self.session = make_session(source, threads)
         except Exception as exc:
             raise ModelDirError(f"{d / 'model.onnx'}: cannot load ONNX model: {exc}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         unknown = set(self.input_names) - set(INPUT_NAMES)
         if unknown or "input_ids" not in self.input_names:
             raise ModelDirError(f"{d / 'model.onnx'}: unexpected inputs {self.input_names}")
-        outputs = [o.name for o in self.session.get_outputs()]
+        outputs = [o.name for o in self.session.get_outputs() if o.name != self.pooled_name]
         self.output_name = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
-        width = self.session.get_outputs()[outputs.index(self.output_name)].shape[-1]
+        width = next(o for o in self.session.get_outputs() if o.name == self.output_name).shape[-1]
         if isinstance(width, int) and width != len(meta.labels):
             raise ModelDirError(f"{d}: model has {width} outputs but labels.json lists {len(meta.labels)} labels")
         self.meta = meta
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities, float32 [len(texts), num_labels]."""
-        logits = session_logits(self.session, encode(self.tokenizer, texts), self.output_name)
-        z = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        return _softmax(session_logits(self.session, encode(self.tokenizer, texts), self.output_name))
+
+    def predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities float32 [n, num_labels] and pooled embeddings float32 [n, hidden] (None unless the
+        classifier was built with `pooled=True`), from one run of the graph."""
+        if self.pooled_name is None:
+            return self.predict_proba(texts), None
+        batch = encode(self.tokenizer, texts)
+        names = set(self.input_names)
+        logits, pooled = self.session.run(
+            [self.output_name, self.pooled_name], {k: v for k, v in batch.items() if k in names}
+        )
+        return _softmax(np.asarray(logits, dtype=np.float32)), np.asarray(pooled, dtype=np.float32)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)

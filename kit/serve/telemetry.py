@@ -21,6 +21,7 @@ __all__ = [
     "LATENCY_BUCKETS_S",
     "BATCH_BUCKETS",
     "CONFIDENCE_BUCKETS",
+    "PREDICTION_LOG_OUTCOMES",
     "CONTENT_TYPE_LATEST",
 ]
 
@@ -33,6 +34,7 @@ _METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"
 access_log = logging.getLogger("kit.serve.access")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CONFIDENCE_BUCKETS = (0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+PREDICTION_LOG_OUTCOMES = ("written", "dropped")
 
 
 class ServeMetrics:
@@ -78,6 +80,14 @@ class ServeMetrics:
         self.model_info = Info("kit_serve_model", "The served model.", registry=r)
         self.model_info.info(model_info)
         self.ready = Gauge("kit_serve_ready", "1 when the model is loaded, warmed up and not draining.", registry=r)
+        self.prediction_log = Counter(
+            "kit_prediction_log_records",
+            "Prediction-log records: written to a file, or dropped (queue full, write error, shutdown).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in PREDICTION_LOG_OUTCOMES:  # both series exist (at 0) from the start, so rates never lack one
+            self.prediction_log.labels(outcome=outcome)
         self._label_counters = {label: self.predictions.labels(label=label) for label in labels}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -96,6 +106,10 @@ class ServeMetrics:
             self._label_counters[label].inc()
         for c in confidences:
             self.confidence.observe(c)
+
+    def observe_prediction_log(self, outcome: str, n: int) -> None:
+        """Count `n` prediction-log records as "written" or "dropped" (called from the log's writer thread)."""
+        self.prediction_log.labels(outcome=outcome).inc(n)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every series."""

@@ -1,5 +1,5 @@
-"""The prediction log: one record per served prediction (features, label, latency; a text hash, raw text only on
-request), written off the request path to rotating JSONL files; read back with corrupt lines skipped and counted."""
+"""The prediction log's writer: one record per served prediction (features, label, latency, embedding; a text hash,
+raw text only on request), computed and written off the request path to rotating JSONL files (records: predrecord)."""
 
 from __future__ import annotations
 
@@ -8,21 +8,36 @@ import os
 import queue
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kit.monitor.textfeatures import TextFeatures
+from kit.core.params import PredictionLogParams
+from kit.serve.predrecord import (
+    PendingRecord,
+    PredictionLogError,
+    PredictionRecord,
+    decode_embeddings,
+    encode_embedding,
+    make_record,
+    utc_now,
+)
+from kit.serve.textfeatures import text_features
 
 __all__ = [
     "PredictionRecord",
+    "PendingRecord",
+    "PredictionLogError",
     "LogSettings",
     "PredictionLogWriter",
     "make_record",
     "utc_now",
+    "encode_embedding",
+    "decode_embeddings",
     "OPEN_SUFFIX",
     "LOG_SUFFIX",
 ]
@@ -30,49 +45,8 @@ __all__ = [
 LOG_SUFFIX, OPEN_SUFFIX = ".jsonl", ".jsonl.open"
 
 
-def utc_now() -> str:
-    """The current time as a UTC ISO-8601 string (the record's `time`)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-@dataclass(frozen=True, slots=True)
-class PredictionRecord:
-    """One served prediction as logged. `text` stays None unless the log's settings allow raw text."""
-
-    request_id: str
-    time: str
-    text_hash: str
-    length_chars: int
-    length_tokens: int
-    unk_rate: float
-    subword_rate: float
-    label: str
-    confidence: float
-    latency_ms: float
-    model_version: str
-    text: str | None = None
-
-
-def make_record(
-    features: TextFeatures,
-    request_id: str,
-    label: str,
-    *,
-    confidence: float,
-    latency_ms: float,
-    model_version: str,
-    text: str | None = None,
-) -> PredictionRecord:
-    """The record of one prediction from its text features (the writer drops `text` unless raw text is allowed)."""
-    return PredictionRecord(
-        request_id=request_id, time=utc_now(), text_hash=features.text_hash, length_chars=features.length_chars,
-        length_tokens=features.length_tokens, unk_rate=features.unk_rate, subword_rate=features.subword_rate,
-        label=label, confidence=confidence, latency_ms=latency_ms, model_version=model_version, text=text,
-    )  # fmt: skip
-
-
 class LogSettings(BaseModel):
-    """Where and how the prediction log is written (defaults as the monitor params will name them).
+    """Where and how the prediction log is written (defaults as serve.prediction_log names them).
 
     Args:
         directory: the folder the JSONL files go to.
@@ -98,9 +72,18 @@ class LogSettings(BaseModel):
     flush_interval_s: float = Field(0.5, gt=0)
     prefix: str = "predictions"
 
+    @classmethod
+    def from_params(cls, p: PredictionLogParams, root: Path) -> LogSettings:
+        """The settings of `serve.prediction_log`, its `dir` taken relative to `root` (an absolute dir stays)."""
+        return cls(
+            directory=root / p.dir, log_text=p.log_text, max_records=p.max_records, max_bytes=p.max_bytes,
+            max_age_s=p.max_age_s, queue_size=p.queue_size,
+        )  # fmt: skip
+
 
 class PredictionLogWriter:
-    """Batched, rotating JSONL writer owned by the server: `log` only enqueues; a daemon thread writes.
+    """Batched, rotating JSONL writer owned by the server: `log` only enqueues; a daemon thread writes. Pending
+    records (raw text) get their text features from `tokenizer` and their embedding encoded in that thread.
 
     Closed files are renamed atomically from a hidden `.<name>.jsonl.open` to `<name>.jsonl`, so a reader never
     sees a half-written file. A FastAPI app owns one through its lifespan::
@@ -109,9 +92,18 @@ class PredictionLogWriter:
         await asyncio.to_thread(writer.close)            # after `yield`: flushes what is queued
     """
 
-    def __init__(self, settings: LogSettings):
+    def __init__(
+        self, settings: LogSettings, *, tokenizer: Any = None, on_count: Callable[[str, int], None] | None = None
+    ):
+        """Args:
+        settings: where and how to write.
+        tokenizer: from `load_feature_tokenizer`; needed to log `PendingRecord`s.
+        on_count: called with ("written" | "dropped", n) whenever records are written or dropped (metrics).
+        """
         self.settings = settings
-        self._queue: queue.Queue[PredictionRecord] = queue.Queue(maxsize=settings.queue_size)
+        self._tokenizer = tokenizer
+        self._on_count = on_count or (lambda outcome, n: None)
+        self._queue: queue.Queue[PredictionRecord | PendingRecord] = queue.Queue(maxsize=settings.queue_size)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -131,9 +123,15 @@ class PredictionLogWriter:
         self._thread.start()
         return self
 
-    def log(self, records: list[PredictionRecord]) -> int:
+    def log(self, records: Sequence[PredictionRecord | PendingRecord]) -> int:
         """Enqueue records without blocking; those that find the queue full (or the writer closed) are dropped and
-        counted in `dropped`. Returns how many were accepted."""
+        counted in `dropped`. Returns how many were accepted.
+
+        Raises:
+            PredictionLogError: a PendingRecord given to a writer without a tokenizer.
+        """
+        if self._tokenizer is None and any(isinstance(r, PendingRecord) for r in records):
+            raise PredictionLogError("pending records need the writer's tokenizer (PredictionLogWriter(tokenizer=))")
         accepted = 0
         if not self._stop.is_set():
             for rec in records:
@@ -143,8 +141,7 @@ class PredictionLogWriter:
                     break
                 accepted += 1
         if accepted < len(records):
-            with self._lock:
-                self.dropped += len(records) - accepted
+            self._count("dropped", len(records) - accepted)
         return accepted
 
     def close(self, timeout: float = 30.0) -> None:
@@ -161,8 +158,8 @@ class PredictionLogWriter:
                 except queue.Empty:
                     break
                 lost += 1
-            with self._lock:
-                self.dropped += lost
+            if lost:
+                self._count("dropped", lost)
 
     def __enter__(self) -> PredictionLogWriter:
         return self.start()
@@ -179,6 +176,14 @@ class PredictionLogWriter:
             "files": len(self.files),
         }
 
+    def _count(self, outcome: str, n: int) -> None:
+        with self._lock:
+            if outcome == "written":
+                self.written += n
+            else:
+                self.dropped += n
+        self._on_count(outcome, n)
+
     # ------------------------------------------------------------------------------------------ writer thread
     def _run(self) -> None:
         while True:
@@ -191,7 +196,7 @@ class PredictionLogWriter:
                 self._rotate()
         self._rotate()
 
-    def _take(self) -> list[PredictionRecord]:
+    def _take(self) -> list[PredictionRecord | PendingRecord]:
         try:
             batch = [self._queue.get(timeout=self.settings.flush_interval_s)]
         except queue.Empty:
@@ -203,13 +208,33 @@ class PredictionLogWriter:
                 break
         return batch
 
-    def _write(self, batch: list[PredictionRecord]) -> None:
+    def _complete(self, batch: list[PredictionRecord | PendingRecord]) -> list[PredictionRecord]:
+        # One tokenizer call for the whole batch: its Rust side parallelizes, and it runs here, not in a request.
+        pending = [r for r in batch if isinstance(r, PendingRecord)]
+        if not pending:
+            return [r for r in batch if isinstance(r, PredictionRecord)]
+        feats = iter(text_features(self._tokenizer, [r.text for r in pending]))
+        out = []
+        for r in batch:
+            if isinstance(r, PredictionRecord):
+                out.append(r)
+                continue
+            emb = None if r.embedding is None else encode_embedding(r.embedding)
+            out.append(make_record(next(feats), r.request_id, r.label, confidence=r.confidence,
+                                   latency_ms=r.latency_ms, model_version=r.model_version, text=r.text,
+                                   embedding=emb, time=r.time))  # fmt: skip
+        return out
+
+    def _write(self, batch: list[PredictionRecord | PendingRecord]) -> None:
         s = self.settings
+        done = 0
         try:
-            for rec in batch:
+            for rec in self._complete(batch):
                 row = asdict(rec)
                 if not s.log_text:
                     row.pop("text")
+                if row["embedding"] is None:  # lines stay as they were for servers that log no embeddings
+                    row.pop("embedding")
                 line = json.dumps(row, separators=(",", ":"), ensure_ascii=False) + "\n"
                 if self._file is None:
                     self._open()
@@ -217,13 +242,14 @@ class PredictionLogWriter:
                 self._file.write(line)
                 self._file_records += 1
                 self._file_bytes += len(line.encode("utf-8"))
-                self.written += 1
+                done += 1
                 if self._file_records >= s.max_records or self._file_bytes >= s.max_bytes:
                     self._rotate()
-        except OSError as exc:  # a full disk must not take the server down: count the loss and go on
-            self.error = f"{self._file_path}: {exc}"
-            with self._lock:
-                self.dropped += len(batch)
+        except Exception as exc:  # a full disk or a tokenizer error must not take the server down: count the loss
+            self.error = f"{self._file_path or s.directory}: {type(exc).__name__}: {exc}"
+            self._count("dropped", len(batch) - done)
+        if done:
+            self._count("written", done)
 
     def _open(self) -> None:
         self._seq += 1
