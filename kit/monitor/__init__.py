@@ -63,6 +63,7 @@ _API = {
     "log_window": "kit.monitor.window",
     "judge_window": "kit.monitor.window",
     "latest_window": "kit.monitor.window",
+    "empty_window_signals": "kit.monitor.window",
     "ScenarioSettings": "kit.monitor.scenarios",
     "Scenario": "kit.monitor.scenarios",
     "Window": "kit.monitor.scenarios",

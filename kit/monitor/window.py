@@ -18,7 +18,7 @@ from kit.monitor.verdict import window_verdict
 if TYPE_CHECKING:
     from kit.monitor.profile import Reference
 
-__all__ = ["log_window", "judge_window", "latest_window", "EMBEDDING_COLUMN", "LABEL_COLUMN"]
+__all__ = ["log_window", "judge_window", "empty_window_signals", "latest_window", "EMBEDDING_COLUMN", "LABEL_COLUMN"]
 
 EMBEDDING_COLUMN, LABEL_COLUMN, VERSION_COLUMN, TIME_COLUMN = "embedding", "label", "model_version", "time"
 
@@ -127,6 +127,19 @@ def judge_window(
     window, emb, version = log_window(frame, reference, what=what)
     verdict = window_verdict(reference, window, emb, model_version=version, min_rows=min_rows)
     return window_signals(verdict, reference, window, true_labels=true_labels, label_column=LABEL_COLUMN)
+
+
+def empty_window_signals(reference: Reference, *, min_rows: int) -> WindowSignals:
+    """The signals of a window without predictions (no traffic): "not enough data" for the reference's model.
+
+    Publishing it keeps the monitor's verdict fresh (no stale-verdict alert) while no drift can be judged.
+    """
+    prof = reference.profile
+    empty = pd.DataFrame({f.name: pd.Series(dtype=object) for f in prof.features})
+    if LABEL_COLUMN not in empty.columns:
+        empty[LABEL_COLUMN] = pd.Series(dtype=object)
+    verdict = window_verdict(reference, empty, model_version=prof.model_version, min_rows=min_rows)
+    return window_signals(verdict, reference, empty, label_column=LABEL_COLUMN)
 
 
 def latest_window(
