@@ -16,6 +16,7 @@ from kit.core.boundary import KitGroup
 from kit.core.layout import STAGE_NAMES
 from kit.deploy.commands import deploy_app
 from kit.finetune.commands import finetune
+from kit.monitor.commands import monitor_app
 from kit.optimize.commands import bench
 from kit.serve.commands import serve
 
@@ -23,6 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, cls=KitGroup, help
 params_app = typer.Typer(no_args_is_help=True, help="Validate and document params.yaml.")
 app.add_typer(params_app, name="params")
 app.add_typer(deploy_app, name="deploy")
+app.add_typer(monitor_app, name="monitor")
 app.command("serve")(serve)
 app.command("bench")(bench)
 app.command("finetune")(finetune)

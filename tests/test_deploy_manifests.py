@@ -37,6 +37,7 @@ from tests.fixtures_deploy import (
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S_VERSION = "1.33.0"
+N_MANIFESTS = 15  # namespace, online 6, serverless 1, batch 3, monitoring 4
 
 REPORT = serve_report(rss_peak_mib=300.0, cpu_peak_cores=0.9, ready_s=50.0, sustainable_concurrency=16)
 
@@ -74,10 +75,15 @@ def test_render_writes_every_manifest_set(rendered):
         "online/hpa.yaml": "HorizontalPodAutoscaler",
         "online/pdb.yaml": "PodDisruptionBudget",
         "online/networkpolicy.yaml": "NetworkPolicy",
+        "online/predictions-pvc.yaml": "PersistentVolumeClaim",
         "serverless/knative-service.yaml": "Service",
         "batch/job.yaml": "Job",
         "batch/pvc.yaml": "PersistentVolumeClaim",
         "batch/networkpolicy.yaml": "NetworkPolicy",
+        "monitoring/cronjob.yaml": "CronJob",
+        "monitoring/reference-pvc.yaml": "PersistentVolumeClaim",
+        "monitoring/networkpolicy.yaml": "NetworkPolicy",
+        "monitoring/servicemonitor.yaml": "ServiceMonitor",
     }
     assert docs["namespace.yaml"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert all(d["metadata"].get("namespace") == "kit" for rel, d in docs.items() if rel != "namespace.yaml")
@@ -159,9 +165,85 @@ def test_batch_job_is_indexed_and_runs_a_real_command(rendered, params):
     assert res.exit_code == 0 and "JOB_COMPLETION_INDEX" in res.output
 
 
+# ----------------------------------------------------------------------------------------- monitoring set
+def test_monitor_cronjob_runs_the_check_on_the_servers_prediction_log(rendered, params):
+    docs = _docs(rendered)
+    cron, dep = docs["monitoring/cronjob.yaml"], docs["online/deployment.yaml"]
+    assert cron["apiVersion"] == "batch/v1" and cron["spec"]["schedule"] == "*/15 * * * *"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = _pod(cron["spec"]["jobTemplate"])
+    (c,) = pod["containers"]
+    assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsNonRoot"] is True
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True and c["securityContext"]["runAsUser"] == RUN_AS_UID
+    assert c["resources"]["requests"] and c["resources"]["limits"]
+    assert c["image"] == _pod(dep)["containers"][0]["image"]  # the server's image: same kit, same model version
+    assert c["command"] == ["kit"] and c["args"][:8] == [
+        "monitor", "check", "/logs", "--reference", "/reference", "--since", "15m", "--push-url",
+    ]  # fmt: skip
+    assert c["args"][8] == "http://pushgateway.monitoring:9091"
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/logs"]["readOnly"] is True and mounts["/reference"]["readOnly"] is True
+    claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["volumes"]}
+    log_claim = docs["online/predictions-pvc.yaml"]["metadata"]["name"]
+    assert claims[mounts["/logs"]["name"]] == log_claim
+    assert claims[mounts["/reference"]["name"]] == docs["monitoring/reference-pvc.yaml"]["metadata"]["name"]
+    # The server mounts the same claim, writable, and says which params switch its logging on.
+    server = _pod(dep)
+    srv_mount = next(m for m in server["containers"][0]["volumeMounts"] if m["mountPath"] == "/logs")
+    assert not srv_mount.get("readOnly")
+    srv_claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in server["volumes"]}
+    assert srv_claims[srv_mount["name"]] == log_claim
+    assert "ReadWriteMany" in docs["online/predictions-pvc.yaml"]["spec"]["accessModes"]
+    note = dep["metadata"]["annotations"]["kit.io/prediction-log"]
+    assert "serve.prediction_log.enabled: true" in note and "serve.prediction_log.dir: /logs" in note
+    assert cron["metadata"]["annotations"]["kit.io/prediction-log"] == note
+
+
+def test_monitor_egress_reaches_only_dns_and_the_pushgateway(rendered):
+    pol = _docs(rendered)["monitoring/networkpolicy.yaml"]
+    cron = _docs(rendered)["monitoring/cronjob.yaml"]
+    selected = pol["spec"]["podSelector"]["matchLabels"]
+    assert selected.items() <= cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"].items()
+    assert pol["spec"]["ingress"] == []
+    ports = sorted((p["port"], p["protocol"]) for rule in pol["spec"]["egress"] for p in rule["ports"])
+    assert ports == [(53, "TCP"), (53, "UDP"), (9091, "TCP")]
+
+
+def test_service_monitor_selects_the_server_service_and_its_port(rendered, params):
+    docs = _docs(rendered)
+    sm, svc = docs["monitoring/servicemonitor.yaml"], docs["online/service.yaml"]
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["namespaceSelector"]["matchNames"] == [svc["metadata"]["namespace"]]
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["port"] in {p["name"] for p in svc["spec"]["ports"]} and ep["path"] == "/metrics"
+    # The scrape's job label is the Service's name: what the alert rules select as the server's job.
+    from kit.core.params import DeployParams
+
+    assert svc["metadata"]["name"] == params.deploy.name == DeployParams().name == "kit-serve"
+
+
+def test_prometheus_rule_from_kit_monitor_validates_beside_the_manifests(tmp_path, rendered):
+    # kit.deploy may not import kit.monitor: the rules come from `kit monitor rules`, validated by kit.deploy.
+    res = _invoke("monitor", "rules", str(tmp_path / "rules"), "--params", str(ROOT / "params.yaml"))
+    assert res.exit_code == 0, res.output
+    rep = validate_dir(tmp_path / "rules", K8S_VERSION, checkov=False)
+    assert rep.ok and [r["kind"] for r in rep.schema] == ["PrometheusRule"]  # the .yml rule files are not manifests
+    cr = yaml.safe_load((tmp_path / "rules" / "prometheusrule.yaml").read_text())
+    bad = copy.deepcopy(cr)
+    bad["spec"]["groups"][0]["rules"][0]["fro"] = "5m"
+    bad["spec"]["groups"][1]["rules"][0]["for"] = "five minutes"
+    sm = _docs(rendered)["monitoring/servicemonitor.yaml"]
+    bad_sm = copy.deepcopy(sm)
+    bad_sm["spec"]["endpoints"][0]["intervall"] = "15s"
+    rows = schema_validate([(Path("rule.yaml"), bad), (Path("sm.yaml"), bad_sm)], K8S_VERSION)
+    assert "fro" in " ".join(rows[0]["errors"]) and "five minutes" in " ".join(rows[0]["errors"])
+    assert "intervall" in " ".join(rows[1]["errors"])
+    assert "prometheus-operator" in rows[1]["checked_with"]
+
 def test_every_manifest_passes_strict_schema_validation(rendered):
     rows = schema_validate(load_manifests(rendered), K8S_VERSION)
-    assert len(rows) == 10
+    assert len(rows) == N_MANIFESTS
     assert [r for r in rows if r["errors"]] == []
     crd = [r for r in rows if r["kind"] == "Service" and "serverless" in r["file"]][0]
     assert "Knative" in crd["checked_with"]  # CRD: envelope + inlined PodSpec, not kubernetes-validate's kinds
@@ -197,7 +279,7 @@ def test_kserve_variant_and_image_digest(tmp_path):
     assert _pod(dep)["containers"][0]["image"] == "ghcr.io/example/kit-serve@sha256:" + "a" * 64
     assert not any(k.startswith("checkov.io/skip") for k in dep["metadata"]["annotations"])
     assert [r for r in schema_validate(load_manifests(tmp_path), K8S_VERSION) if r["errors"]] == []
-    assert len(files) == 10
+    assert len(files) == N_MANIFESTS
 
 
 def test_rerender_removes_stale_manifests(tmp_path, params):
@@ -221,7 +303,7 @@ def test_render_never_deletes_or_overwrites_a_users_yaml(tmp_path, params):
     outside.parent.mkdir()
     outside.write_text(HEADER + "kind: Nothing\n")
     files = render(params, report_path=None, out_dir=tmp_path, root=ROOT)
-    assert len(files) == 10 and not stale.exists()
+    assert len(files) == N_MANIFESTS and not stale.exists()
     assert {rel: (tmp_path / rel).read_text() for rel in mine} == mine
     assert outside.is_file()
     # A target path holding a file the kit did not write: refused, nothing overwritten.
@@ -347,7 +429,7 @@ def test_cli_render_and_validate(tmp_path):
     assert "sized from params defaults" in res.stderr
     res = _invoke("deploy", "validate", "--dir", str(out), "--no-checkov")
     assert res.exit_code == 0, res.output
-    assert "schema: 10/10 manifests valid" in res.stdout
+    assert f"schema: {N_MANIFESTS}/{N_MANIFESTS} manifests valid" in res.stdout
     (out / "online" / "hpa.yaml").write_text(
         (out / "online" / "hpa.yaml").read_text().replace("minReplicas:", "minReplicaz:")
     )
@@ -426,7 +508,7 @@ def test_apply_dry_runs_everything_then_applies_server_side(rendered, tmp_path, 
         monkeypatch.setenv("KUBECONFIG", str(api.kubeconfig(tmp_path / "kubeconfig")))
         log = apply_manifests(rendered, sets=["online", "batch"])
         patches = [(path, q) for m, path, q, ct in api.calls]
-        n = 9  # namespace + 5 online + 3 batch
+        n = 10  # namespace + 6 online (the prediction log claim included) + 3 batch
         assert len(patches) == 2 * n and len(log) == 2 * n
         # Every object is dry-run first; only then is anything applied for real.
         assert all(q.get("dryRun") == "All" for _, q in patches[:n])

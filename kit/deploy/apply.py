@@ -60,7 +60,7 @@ def apply_manifests(
 
     Args:
         directory: rendered manifests (deploy.out_dir).
-        sets: which manifest sets to apply besides namespace.yaml (online, serverless, batch).
+        sets: which manifest sets to apply besides namespace.yaml (online, serverless, batch, monitoring).
         context: kubeconfig context (default: current).
         dry_run_only: stop after the dry run.
         timeout: seconds per API request.

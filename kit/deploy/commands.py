@@ -73,7 +73,7 @@ def apply_cmd(
     params_file: Annotated[Path, typer.Option("--params", help="params file")] = Path("params.yaml"),
     directory: Annotated[Optional[Path], typer.Option("--dir", help="manifests (default: deploy.out_dir)")] = None,
     sets: Annotated[
-        Optional[list[str]], typer.Option("--set", help="manifest set: online (default), serverless, batch")
+        Optional[list[str]], typer.Option("--set", help="manifest set: online (default), serverless, batch, monitoring")
     ] = None,
     context: Annotated[Optional[str], typer.Option("--context", help="kubeconfig context")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="server-side dry run only")] = False,

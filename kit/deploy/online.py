@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from kit.core.params import Params
+from kit.deploy.monitoring import PREDICTION_LOG_NOTE, prediction_log_mount
 from kit.deploy.pod import checkov_skips, object_labels, pod_security, selector_labels, server_container, tmp_volume
 from kit.deploy.sizing import Sizing
 
@@ -38,6 +39,9 @@ def deployment(params: Params, sz: Sizing) -> Any:
 
     d = params.deploy
     tmp_vol, _ = tmp_volume(k8s)
+    log_vol, log_mount = prediction_log_mount(params, read_only=False)
+    container = server_container(params, sz)
+    container.volume_mounts = [*container.volume_mounts, log_mount]  # the monitor CronJob reads the same claim
     labels = object_labels(params, "server")
     pod_annotations = {
         "prometheus.io/scrape": "true",
@@ -52,9 +56,8 @@ def deployment(params: Params, sz: Sizing) -> Any:
             namespace=d.namespace,
             labels=labels,
             annotations={
-                "kit.io/sizing": json.dumps(
-                    {"source": sz.source, "notes": sz.notes}, sort_keys=True
-                ),
+                "kit.io/sizing": json.dumps({"source": sz.source, "notes": sz.notes}, sort_keys=True),
+                "kit.io/prediction-log": PREDICTION_LOG_NOTE,
                 **checkov_skips(params),
             },
         ),
@@ -75,8 +78,8 @@ def deployment(params: Params, sz: Sizing) -> Any:
                     security_context=pod_security(k8s),
                     # preStop sleep + the server's drain + a margin before SIGKILL.
                     termination_grace_period_seconds=d.prestop_sleep_s + math.ceil(params.serve.graceful_timeout_s) + 5,
-                    containers=[server_container(params, sz)],
-                    volumes=[tmp_vol],
+                    containers=[container],
+                    volumes=[tmp_vol, log_vol],
                     topology_spread_constraints=[
                         k8s.V1TopologySpreadConstraint(
                             max_skew=1,

@@ -81,6 +81,96 @@ _KNATIVE_ANNOTATION_RULES = {
 }
 
 
+# prometheus-operator kinds (monitoring.coreos.com/v1), from its API reference: the fields the kit writes, closed so a
+# misspelt key fails here rather than being dropped by the operator. The PrometheusRule comes from `kit monitor rules`.
+_DURATION = {"type": "string", "pattern": r"^((\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?|0)$"}
+_SELECTOR = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"matchLabels": _STR_MAP, "matchExpressions": {"type": "array"}},
+}
+_SERVICE_MONITOR = _crd_envelope(
+    "monitoring.coreos.com/v1",
+    "ServiceMonitor",
+    ["selector", "endpoints"],
+    {
+        "selector": _SELECTOR,
+        "namespaceSelector": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"any": {"type": "boolean"}, "matchNames": {"type": "array", "items": {"type": "string"}}},
+        },
+        "jobLabel": {"type": "string"},
+        "endpoints": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "port": {"type": "string"},
+                    "targetPort": {"type": ["string", "integer"]},
+                    "path": {"type": "string", "pattern": "^/"},
+                    "scheme": {"enum": ["http", "https"]},
+                    "interval": _DURATION,
+                    "scrapeTimeout": _DURATION,
+                    "honorLabels": {"type": "boolean"},
+                },
+            },
+        },
+    },
+)
+_RULE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["expr"],
+    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+    "properties": {
+        "alert": {"type": "string"},
+        "record": {"type": "string"},
+        "expr": {"type": ["string", "integer"]},
+        "for": _DURATION,
+        "keep_firing_for": _DURATION,
+        "labels": _STR_MAP,
+        "annotations": _STR_MAP,
+    },
+}
+_PROMETHEUS_RULE = _crd_envelope(
+    "monitoring.coreos.com/v1",
+    "PrometheusRule",
+    ["groups"],
+    {
+        "groups": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "rules"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "interval": _DURATION,
+                    "limit": {"type": "integer"},
+                    "rules": {"type": "array", "items": _RULE},
+                },
+            },
+        },
+    },
+)
+_KNATIVE_ANNOTATION_RULES = {
+    "autoscaling.knative.dev/min-scale": r"^\d+$",
+    "autoscaling.knative.dev/max-scale": r"^\d+$",
+    "autoscaling.knative.dev/target": r"^\d+(\.\d+)?$",
+    "autoscaling.knative.dev/metric": r"^(concurrency|rps|cpu|memory)$",
+    "autoscaling.knative.dev/scale-to-zero-pod-retention-period": r"^\d+(s|m|h)$",
+}
+
+
+_OPERATOR_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): _SERVICE_MONITOR,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): _PROMETHEUS_RULE,
+}
+
+
 def _core_validator(type_file: str, version: str) -> Any:
     """A jsonschema validator for one core type (e.g. podspec-v1) of kubernetes-validate's strict schemas."""
     import jsonschema
@@ -110,10 +200,14 @@ def _split_pod(spec: dict[str, Any], extra_keys: dict[str, Any]) -> tuple[dict[s
 
 
 def _validate_crd(doc: dict[str, Any], version: str) -> tuple[list[str], str]:
-    import jsonschema
     import re
 
+    import jsonschema
+
     kind = (doc.get("apiVersion"), doc.get("kind"))
+    if kind in _OPERATOR_KINDS:  # no pod inside: the envelope is the whole check
+        how = f"{kind[1]} schema (prometheus-operator monitoring.coreos.com/v1)"
+        return _errors(jsonschema.Draft202012Validator(_OPERATOR_KINDS[kind]), doc), how
     pod_v = _core_validator("podspec-v1", version)
     errors: list[str] = []
     if kind == ("serving.knative.dev/v1", "Service"):

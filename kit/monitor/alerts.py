@@ -44,12 +44,14 @@ ALERT_NAMES = (
     "KitMonitorFeatureDrift",
     "KitMonitorClassShareShift",
     "KitMonitorQualityDrop",
+    "KitMonitorStale",
 )
-# Short for the signals that mean users are failing now; long for the statistical ones, which move per window.
-DEFAULT_FOR = dict(zip(ALERT_NAMES, ("10m", "5m", "2m", "5m", "10m", "15m", "30m", "30m"), strict=True))
+# Short for the signals that mean users are failing now; long for the statistical ones, which move per window. The
+# stale alert's 15m covers a Pushgateway restart without persistence: its groups are gone until the next run pushes.
+DEFAULT_FOR = dict(zip(ALERT_NAMES, ("10m", "5m", "2m", "5m", "10m", "15m", "30m", "30m", "15m"), strict=True))
 DEFAULT_SEVERITY: dict[str, Severity] = dict(
-    zip(ALERT_NAMES, ("warning", "critical", "critical", "critical", "warning", "warning", "warning", "critical"),
-        strict=True)
+    zip(ALERT_NAMES, ("warning", "critical", "critical", "critical", "warning", "warning", "warning", "critical",
+                      "warning"), strict=True)
 )  # fmt: skip
 
 
@@ -77,6 +79,9 @@ class AlertSettings(BaseModel):
     quality_floor: float = Field(0.5, gt=0, lt=1, description="Lowest tolerated realized macro-F1 (finetune gate).")
     min_labelled_rows: int = Field(50, ge=1, description="Labels a window needs before its macro-F1 may alert.")
     rate_window: Duration = "5m"
+    max_verdict_age: Duration = Field(
+        "1h", description="Oldest tolerated monitor verdict (last push); the CronJob pushes every 15m."
+    )
     for_durations: dict[str, Duration] = Field(default_factory=dict)
     severities: dict[str, Severity] = Field(default_factory=dict)
     runbook_base_url: str = Field(
@@ -149,6 +154,10 @@ def _exprs(s: AlertSettings) -> dict[str, str]:
         # Too few delayed labels make macro-F1 noise: such a window is "not enough data", never an alert.
         "KitMonitorQualityDrop": f"{m.MACRO_F1.name}{{{mj}}} < {s.quality_floor:g} and "
         f"{m.LABELLED_ROWS.name}{{{mj}}} >= {s.min_labelled_rows}",
+        # The gateway's own per-group push time: a monitor that stopped pushing (failing runs, a suspended CronJob)
+        # leaves its last verdict up forever, so its age is watched; absent() covers a monitor that never pushed.
+        "KitMonitorStale": f"time() - {m.PUSH_TIME}{{{mj}}} > {duration_seconds(s.max_verdict_age):g} "
+        f"or absent({m.PUSH_TIME}{{{mj}}})",
     }
 
 
@@ -190,6 +199,11 @@ def _texts(s: AlertSettings) -> dict[str, tuple[str, str]]:
             f"Realized macro-F1 below {s.quality_floor:g}",
             f"Macro-F1 on the latest window's delayed labels is {VALUE_TEMPLATE} (floor {s.quality_floor:g}, "
             f"at least {s.min_labelled_rows} labels).",
+        ),
+        "KitMonitorStale": (
+            f"No verdict from the drift monitor for over {s.max_verdict_age}",
+            f"The latest verdict {job} {{{{ $labels.instance }}}} pushed is {VALUE_TEMPLATE} s old (tolerated "
+            f"{s.max_verdict_age}); 1 without an instance means the Pushgateway holds no verdict of {job} at all.",
         ),
     }
 

@@ -149,6 +149,13 @@ def _monitor_panels(s: DashboardSettings) -> list[PanelSpec]:
             row,
             threshold=s.quality_floor,
         ),
+        PanelSpec(
+            "Verdict age",
+            "s",
+            ((f"time() - {m.PUSH_TIME}{{{mj}}}", "{{instance}}"),),
+            row,
+            description="Seconds since the monitor last pushed a verdict (KitMonitorStale alerts when it is too old).",
+        ),
     ]
     return panels
 

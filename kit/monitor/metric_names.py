@@ -19,6 +19,7 @@ __all__ = [
     "PREDICT_ROUTE",
     "SERVE_JOB",
     "MONITOR_JOB",
+    "PUSH_TIME",
     "REQUESTS",
     "REQUEST_DURATION",
     "REQUESTS_IN_PROGRESS",
@@ -66,6 +67,8 @@ class Series:
 # is the Service name.
 SERVE_JOB = "kit-serve"
 MONITOR_JOB = "kit-monitor"
+# The Pushgateway's own gauge per pushed group (Unix time of its last successful push): how old a verdict is.
+PUSH_TIME = "push_time_seconds"
 # The one route whose latency is the model's: /metrics, /healthz and /readyz would only dilute the quantiles.
 PREDICT_ROUTE = "/predict"
 

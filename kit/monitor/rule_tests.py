@@ -139,13 +139,27 @@ def _monitor_cases(s: AlertSettings, n: int) -> list[Case]:
         Case("KitMonitorQualityDrop", "low-f1", quality(bad_f1, 2 * rows), [(lab, bad_f1)]),
         Case("KitMonitorQualityDrop", "good-f1", quality((1 + s.quality_floor) / 2, 2 * rows)),
         Case("KitMonitorQualityDrop", "too-few-labels", quality(bad_f1, rows - 1)),
+        *_stale_cases(s, n),
     ]
 
 
+def _stale_cases(s: AlertSettings, n: int) -> list[Case]:
+    """Pushes every minute (fresh), one push at time 0 and none since (stale), and no push ever (absent)."""
+    lab = {"job": s.monitor_job, "instance": MONITOR_INSTANCE}
+    other = {"job": "another-batch-job", "instance": MONITOR_INSTANCE}  # a gateway holding other groups only
+    return [
+        Case("KitMonitorStale", "fresh", {_sel(m.PUSH_TIME, **lab): f"0+60x{n}"}),
+        Case("KitMonitorStale", "stale", {_sel(m.PUSH_TIME, **lab): _const(0, n)}, [(lab, float(n * 60))]),
+        Case("KitMonitorStale", "never-pushed", {_sel(m.PUSH_TIME, **other): f"0+60x{n}"},
+             [({"job": s.monitor_job}, 1.0)]),
+    ]  # fmt: skip
+
+
 def _minutes(s: AlertSettings) -> int:
-    """Timeline length: the longest rate window plus the longest `for:`, with margin."""
+    """Timeline length: the longest rate window or verdict age plus the longest `for:`, with margin."""
     longest = max(duration_seconds(r.for_) for r in alert_rules(s))
-    return math.ceil((duration_seconds(s.rate_window) + longest) / 60) + 5
+    wait = max(duration_seconds(s.rate_window), duration_seconds(s.max_verdict_age))
+    return math.ceil((wait + longest) / 60) + 5
 
 
 def rule_cases(settings: AlertSettings | None = None) -> list[Case]:
