@@ -94,7 +94,7 @@ def test_kit_serve_logs_one_record_per_text_with_the_served_answers(serving_dir:
         assert row["text_hash"] == f.text_hash and row["length_chars"] == len(sent[rid][0])
         assert row["latency_ms"] > 0
     got = decode_embeddings(frame.loc[ids, "embedding"].tolist())
-    _, want = OnnxTextClassifier(read_model_dir(serving_dir, 64), 1, pooled=True).predict(texts)
+    _, want, _ = OnnxTextClassifier(read_model_dir(serving_dir, 64), 1, pooled=True).predict(texts)
     assert got is not None and want is not None and got.shape == (len(ids), HIDDEN)
     np.testing.assert_allclose(got, want, atol=1e-3)  # float16 in the log
 
@@ -182,9 +182,15 @@ def test_pooled_output_is_the_pooler_and_leaves_the_logits_unchanged(serving_dir
     assert pooled_output_name(serving_dir / "model.onnx") == "/bert/pooler/activation/Tanh_output_0"
     meta = read_model_dir(serving_dir, 64)
     plain, pooled = OnnxTextClassifier(meta, 1), OnnxTextClassifier(meta, 1, pooled=True)
-    probs, none = plain.predict(SAMPLE_TEXTS)
-    probs2, emb = pooled.predict(SAMPLE_TEXTS)
-    assert none is None and emb is not None and emb.shape == (len(SAMPLE_TEXTS), HIDDEN) and emb.dtype == np.float32
+    probs, none, no_counts = plain.predict(SAMPLE_TEXTS)
+    probs2, emb, _ = pooled.predict(SAMPLE_TEXTS)
+    assert (
+        none is None
+        and no_counts is None
+        and emb is not None
+        and emb.shape == (len(SAMPLE_TEXTS), HIDDEN)
+        and emb.dtype == np.float32
+    )
     np.testing.assert_array_equal(probs, probs2)
     np.testing.assert_array_equal(probs, pooled.predict_proba(SAMPLE_TEXTS))
     assert np.abs(emb).max() <= 1.0  # a tanh
@@ -251,3 +257,27 @@ def test_pooled_without_the_onnx_package_says_what_to_do(serving_dir: Path, monk
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError, as in the serving image
     with pytest.raises(ModelDirError, match=r"needs the `onnx` package .*serve.prediction_log.embeddings to false"):
         OnnxTextClassifier(read_model_dir(serving_dir, 64), 1, pooled=True)
+
+
+def test_a_serving_graph_that_declares_pooled_needs_no_onnx_package(
+    serving_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    import sys
+
+    import onnx
+
+    from kit.serve.pooled import add_named_pooled_output
+
+    d = tmp_path / "serving"
+    shutil.copytree(serving_dir, d)
+    model = onnx.load(str(d / "model.onnx"))
+    assert add_named_pooled_output(model, d / "model.onnx")  # as the optimize stage writes the serving graph
+    onnx.save(model, str(d / "model.onnx"))
+    expected = OnnxTextClassifier(read_model_dir(serving_dir, 64), 1, pooled=True).predict(SAMPLE_TEXTS)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # the serving image has no onnx
+    clf = OnnxTextClassifier(read_model_dir(d, 64), 1, pooled=True)
+    assert clf.pooled_name == "pooled"
+    probs, emb, _ = clf.predict(SAMPLE_TEXTS)
+    np.testing.assert_array_equal(probs, expected[0])
+    np.testing.assert_array_equal(emb, expected[1])

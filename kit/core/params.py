@@ -483,7 +483,7 @@ class MonitorParams(_Section):
     replay_concurrency: int = Field(16, ge=1, le=256, description="Concurrent clients replaying the windows.")
     # -- prediction-log overhead (server throughput with the log on / off)
     overhead_duration_s: float = Field(8.0, gt=0, le=600, description="Measured seconds per overhead run.")
-    overhead_repeats: int = Field(2, ge=1, le=10, description="Runs per setting, alternated off/on.")
+    overhead_repeats: int = Field(3, ge=1, le=10, description="Runs per setting, alternated off/on.")
     # -- alerts and dashboard (kit/monitor/alerts.py, dashboard.py)
     latency_p99_ms: float = Field(100.0, gt=0, description="Alert when /predict p99 latency exceeds this.")
     quality_floor: float = Field(0.5, gt=0, lt=1, description="Alert when realized macro-F1 falls below this.")

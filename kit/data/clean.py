@@ -14,8 +14,15 @@ from kit.core.errors import DataError
 from kit.core.params import DataParams
 from kit.data.read import TEXT_DTYPE
 
-__all__ = ["DropCounts", "clean_chunk", "dedup_chunks", "assign_hash_split", "assign_stratified_split", "cap_rows",
-           "check_class_sizes"]
+__all__ = [
+    "DropCounts",
+    "clean_chunk",
+    "dedup_chunks",
+    "assign_hash_split",
+    "assign_stratified_split",
+    "cap_rows",
+    "check_class_sizes",
+]
 
 
 @dataclass
@@ -53,8 +60,10 @@ def clean_chunk(df: pd.DataFrame, p: DataParams, offset: int = 0) -> pd.DataFram
         not_str = ~text.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
         if not_str.any():
             kinds = sorted({type(v).__name__ for v in text[not_str]})
-            raise DataError(f"data.text_column {p.text_column!r}: non-string values ({', '.join(kinds)}) "
-                            f"in rows {_rows(not_str, offset)}")
+            raise DataError(
+                f"data.text_column {p.text_column!r}: non-string values ({', '.join(kinds)}) "
+                f"in rows {_rows(not_str, offset)}"
+            )
         text = text.astype(TEXT_DTYPE)
     norm = text.str.replace(r"\s+", " ", regex=True).str.strip()
     lengths = norm.str.len().to_numpy()
@@ -113,7 +122,10 @@ def dedup_chunks(chunks: Iterator[pd.DataFrame], p: DataParams, stats: DropCount
 def assign_hash_split(df: pd.DataFrame, p: DataParams) -> pd.Series:
     """Split name per row as a pure function of its text and data.seed (streams; shares right on average)."""
     u = (_hash(df["text"], f"split{p.seed}") % 1_000_000) / 1_000_000
-    return pd.Series(np.where(u < p.test_fraction, "test", np.where(u < p.test_fraction + p.val_fraction, "validation", "train")), index=df.index)
+    return pd.Series(
+        np.where(u < p.test_fraction, "test", np.where(u < p.test_fraction + p.val_fraction, "validation", "train")),
+        index=df.index,
+    )
 
 
 def assign_stratified_split(df: pd.DataFrame, p: DataParams) -> pd.Series:

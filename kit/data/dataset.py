@@ -38,13 +38,17 @@ _MAX_LEN_BIN = 2000  # text lengths above this share the last histogram bin
 @dataclass
 class _Stats(DropCounts):
     counts: dict[str, dict[str, int]] = field(default_factory=lambda: {s: {} for s in SPLITS})
-    lengths: dict[str, np.ndarray] = field(default_factory=lambda: {s: np.zeros(_MAX_LEN_BIN + 1, np.int64) for s in SPLITS})
+    lengths: dict[str, np.ndarray] = field(
+        default_factory=lambda: {s: np.zeros(_MAX_LEN_BIN + 1, np.int64) for s in SPLITS}
+    )
     words: dict[str, list[float]] = field(default_factory=lambda: {s: [0, 0] for s in SPLITS})
 
     def add(self, split: str, df: pd.DataFrame) -> None:
         for lab, n in df["label"].value_counts().items():
             self.counts[split][lab] = self.counts[split].get(lab, 0) + int(n)
-        self.lengths[split] += np.bincount(np.minimum(df["text"].str.len().to_numpy(), _MAX_LEN_BIN), minlength=_MAX_LEN_BIN + 1)
+        self.lengths[split] += np.bincount(
+            np.minimum(df["text"].str.len().to_numpy(), _MAX_LEN_BIN), minlength=_MAX_LEN_BIN + 1
+        )
         self.words[split][0] += float(df["text"].str.count(" ").sum() + len(df))
         self.words[split][1] += len(df)
 
@@ -74,8 +78,9 @@ def _label_set(p: DataParams, root: Path) -> list[str]:
     return sorted(found)
 
 
-def _split_rows(chunks: Iterator[pd.DataFrame], p: DataParams, labels: list[str],
-                write: Callable[[str, pd.DataFrame], None]) -> None:
+def _split_rows(
+    chunks: Iterator[pd.DataFrame], p: DataParams, labels: list[str], write: Callable[[str, pd.DataFrame], None]
+) -> None:
     """Assign each cleaned row its split and hand the rows to `write`, chunk by chunk (hash) or at once (stratified)."""
     if p.split_method == "hash":
         for df in chunks:
@@ -105,8 +110,14 @@ def _write_splits(p: DataParams, root: Path, labels: list[str], out_dir: Path) -
             if len(df):
                 stats.add(split, df)
                 ids = pd.Categorical(df["label"], categories=labels).codes.astype(np.int64)
-                table = pa.table({"text": pa.array(df["text"], pa.string()), "label": pa.array(df["label"], pa.string()),
-                                  "label_id": ids}, schema=SCHEMA)
+                table = pa.table(
+                    {
+                        "text": pa.array(df["text"], pa.string()),
+                        "label": pa.array(df["label"], pa.string()),
+                        "label_id": ids,
+                    },
+                    schema=SCHEMA,
+                )
                 writers[split].write_table(table, row_group_size=p.chunk_rows)
 
         _split_rows(dedup_chunks(read_chunks(p, root), p, stats), p, labels, write)

@@ -86,8 +86,9 @@ def _as_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
     try:
         return col.cast(pa.string())
     except pa.ArrowInvalid:
-        return pa.chunked_array([pa.array([None if b is None else b.decode("utf-8", "replace") for b in col.to_pylist()],
-                                          pa.string())])
+        return pa.chunked_array(
+            [pa.array([None if b is None else b.decode("utf-8", "replace") for b in col.to_pylist()], pa.string())]
+        )
 
 
 def _read_csv(path: Path, p: DataParams) -> Iterator[pd.DataFrame]:
@@ -105,8 +106,12 @@ def _read_csv(path: Path, p: DataParams) -> Iterator[pd.DataFrame]:
         read_options=pacsv.ReadOptions(block_size=4 << 20, use_threads=False),
         # Quoted values may hold raw newlines and carriage returns (the embedded corpus does).
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(include_columns=cols, column_types={c: pa.binary() for c in cols},
-                                             strings_can_be_null=True, null_values=[""]),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=cols,
+            column_types={c: pa.binary() for c in cols},
+            strings_can_be_null=True,
+            null_values=[""],
+        ),
     )
     pending: list[pa.RecordBatch] = []
     n = 0
@@ -120,5 +125,9 @@ def _read_csv(path: Path, p: DataParams) -> Iterator[pd.DataFrame]:
             break
         table = pa.Table.from_batches(pending)
         pending, n = [], 0
-        yield pd.DataFrame({"text": pd.Series(pd.arrays.ArrowStringArray(_as_text(table[cols[0]])), dtype=TEXT_DTYPE),
-                            "label": pd.Series(pd.arrays.ArrowStringArray(_as_text(table[cols[1]])), dtype=TEXT_DTYPE)})
+        yield pd.DataFrame(
+            {
+                "text": pd.Series(pd.arrays.ArrowStringArray(_as_text(table[cols[0]])), dtype=TEXT_DTYPE),
+                "label": pd.Series(pd.arrays.ArrowStringArray(_as_text(table[cols[1]])), dtype=TEXT_DTYPE),
+            }
+        )

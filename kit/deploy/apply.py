@@ -80,11 +80,7 @@ def apply_manifests(
     if unknown:
         raise DeployError(f"unknown manifest set(s) {sorted(unknown)}; sets: {', '.join(SETS)}")
     directory = Path(directory)
-    docs = [
-        (f, d)
-        for f, d in load_manifests(directory)
-        if f.parent == directory or f.parent.name in set(sets)
-    ]
+    docs = [(f, d) for f, d in load_manifests(directory) if f.parent == directory or f.parent.name in set(sets)]
     api = _connect(context, timeout)
     dyn = DynamicClient(api)
     log = []

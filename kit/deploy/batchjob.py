@@ -52,9 +52,17 @@ def batch_job(params: Params, sz: Sizing) -> Any:
         command=["kit"],
         # The shard index comes from JOB_COMPLETION_INDEX, which the Job controller sets in every Indexed pod.
         args=[
-            "deploy", "batch-score", MODEL_DIR_IN_IMAGE, d.batch_input, d.batch_output,
-            "--shards", str(d.batch_shards), "--threads", str(params.serve.threads),
-            "--batch-size", str(params.serve.max_batch_size),
+            "deploy",
+            "batch-score",
+            MODEL_DIR_IN_IMAGE,
+            d.batch_input,
+            d.batch_output,
+            "--shards",
+            str(d.batch_shards),
+            "--threads",
+            str(params.serve.threads),
+            "--batch-size",
+            str(params.serve.max_batch_size),
         ],  # fmt: skip
         env=container_env(k8s),
         resources=resource_requirements(k8s, sz),

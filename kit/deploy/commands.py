@@ -110,7 +110,14 @@ def batch_score_cmd(
     from kit.deploy.batch import score_shard
 
     summary = score_shard(
-        model_dir, input_path, output_dir, shards=shards, index=shard_index, text_column=text_column,
-        batch_size=batch_size, threads=threads, max_length=max_length,
+        model_dir,
+        input_path,
+        output_dir,
+        shards=shards,
+        index=shard_index,
+        text_column=text_column,
+        batch_size=batch_size,
+        threads=threads,
+        max_length=max_length,
     )
     typer.echo(json.dumps(summary))

@@ -204,8 +204,13 @@ def _nobatch_levels(deploy: Any) -> list[int]:
 
 
 def _run_plan(
-    servers: dict[str, ServerHandle], model: Any, model_dir: str | Path, texts: list[str], serve: dict[str, Any],
-    deploy: Any, progress: bool,
+    servers: dict[str, ServerHandle],
+    model: Any,
+    model_dir: str | Path,
+    texts: list[str],
+    serve: dict[str, Any],
+    deploy: Any,
+    progress: bool,
 ) -> dict[str, list[dict[str, Any]]]:
     """Bare model, then each level on the batching server and (where listed) the max-batch-1 one, then bare again.
 

@@ -9,8 +9,18 @@ from kit.core.params import Params
 from kit.deploy.sizing import Sizing
 
 __all__ = [
-    "MODEL_DIR_IN_IMAGE", "RUN_AS_UID", "object_labels", "selector_labels", "image_ref", "checkov_skips",
-    "container_security", "pod_security", "resource_requirements", "serve_args", "container_env", "tmp_volume",
+    "MODEL_DIR_IN_IMAGE",
+    "RUN_AS_UID",
+    "object_labels",
+    "selector_labels",
+    "image_ref",
+    "checkov_skips",
+    "container_security",
+    "pod_security",
+    "resource_requirements",
+    "serve_args",
+    "container_env",
+    "tmp_volume",
     "server_container",
 ]
 
@@ -45,9 +55,7 @@ def checkov_skips(params: Params, extra: dict[str, str] | None = None) -> dict[s
     """Annotations that tell checkov which checks are deliberately not met, each with its reason."""
     skips = dict(extra or {})
     if not params.deploy.image_digest:
-        skips["CKV_K8S_43"] = (
-            "the digest exists only after the image is pushed; set deploy.image_digest to pin it"
-        )
+        skips["CKV_K8S_43"] = "the digest exists only after the image is pushed; set deploy.image_digest to pin it"
     return {f"checkov.io/skip{i}": f"{cid}={why}" for i, (cid, why) in enumerate(sorted(skips.items()), start=1)}
 
 

@@ -41,29 +41,39 @@ def _crd_envelope(api_version: str, kind: str, spec_required: list[str], spec_pr
             "apiVersion": {"const": api_version},
             "kind": {"const": kind},
             "metadata": _META,
-            "spec": {"type": "object", "additionalProperties": False, "required": spec_required,
-                     "properties": spec_properties},
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": spec_required,
+                "properties": spec_properties,
+            },
         },
     }
 
 
-_KNATIVE_SERVICE = _crd_envelope("serving.knative.dev/v1", "Service", ["template"], {
-    "template": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["spec"],
-        "properties": {"metadata": {**_META, "required": []}, "spec": {"type": "object"}},
+_KNATIVE_SERVICE = _crd_envelope(
+    "serving.knative.dev/v1",
+    "Service",
+    ["template"],
+    {
+        "template": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["spec"],
+            "properties": {"metadata": {**_META, "required": []}, "spec": {"type": "object"}},
+        },
+        "traffic": {"type": "array"},
     },
-    "traffic": {"type": "array"},
-})
+)
 _KNATIVE_REVISION_KEYS = {
     "containerConcurrency": {"type": "integer", "minimum": 0, "maximum": 1000},
     "timeoutSeconds": {"type": "integer", "minimum": 0},
     "responseStartTimeoutSeconds": {"type": "integer", "minimum": 0},
     "idleTimeoutSeconds": {"type": "integer", "minimum": 0},
 }
-_KSERVE_SERVICE = _crd_envelope("serving.kserve.io/v1beta1", "InferenceService", ["predictor"],
-                                {"predictor": {"type": "object"}})
+_KSERVE_SERVICE = _crd_envelope(
+    "serving.kserve.io/v1beta1", "InferenceService", ["predictor"], {"predictor": {"type": "object"}}
+)
 _KSERVE_PREDICTOR_KEYS = {
     "minReplicas": {"type": "integer", "minimum": 0},
     "maxReplicas": {"type": "integer", "minimum": 0},

@@ -74,6 +74,7 @@ def find_resume_checkpoint(ckpt_dir: str | Path, fingerprint: str, cleanup: bool
             complete.append(ckpt)
         else:
             stale.append(ckpt)
+
     def shown(path: Path) -> str:  # logs land in executed notebooks: no machine path, relative to the run's cwd
         return rel_path(path, Path.cwd())
 

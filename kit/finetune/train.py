@@ -82,8 +82,17 @@ def _training_arguments(t: FinetuneParams, ckpt_dir: Path, world: int) -> Traini
     )
 
 
-def _make_trainer(params: Params, model: Any, tokenizer: Any, rows: dict[str, pd.DataFrame], *, fingerprint: str,
-                  ckpt_dir: Path, live_dir: Path, world: int) -> tuple[Trainer, Any, Any]:
+def _make_trainer(
+    params: Params,
+    model: Any,
+    tokenizer: Any,
+    rows: dict[str, pd.DataFrame],
+    *,
+    fingerprint: str,
+    ckpt_dir: Path,
+    live_dir: Path,
+    world: int,
+) -> tuple[Trainer, Any, Any]:
     """The kit's Trainer with the stage's callbacks: (trainer, completion marker, SIGTERM stopper)."""
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
     from transformers.trainer_callback import PrinterCallback
@@ -107,7 +116,8 @@ def _make_trainer(params: Params, model: Any, tokenizer: Any, rows: dict[str, pd
         callbacks=callbacks,
         group_by_length=t.group_by_length,
         class_weights=class_weights(rows["train"]["label_id"], model.config.num_labels)
-        if t.class_weight == "balanced" else None,
+        if t.class_weight == "balanced"
+        else None,
     )
     trainer.remove_callback(PrinterCallback)
     return trainer, marker, stopper
@@ -132,8 +142,18 @@ def _train(trainer: Trainer, resume: Path | None, marker: Any, stopper: Any, ckp
     return out, seconds
 
 
-def _write_outputs(report: TrainReport, trainer: Trainer, tokenizer: Any, params: Params, rows: dict[str, pd.DataFrame],
-                   *, model_dir: Path, reports_dir: Path, ckpt_dir: Path, stage_start: float) -> None:
+def _write_outputs(
+    report: TrainReport,
+    trainer: Trainer,
+    tokenizer: Any,
+    params: Params,
+    rows: dict[str, pd.DataFrame],
+    *,
+    model_dir: Path,
+    reports_dir: Path,
+    ckpt_dir: Path,
+    stage_start: float,
+) -> None:
     """Main process: fit the baseline into `report`, then write the model dir, train.json, plots and model card, and
     remove the run's checkpoints (they have served their purpose)."""
     import matplotlib.pyplot as plt
@@ -149,8 +169,10 @@ def _write_outputs(report: TrainReport, trainer: Trainer, tokenizer: Any, params
     save_model_dir(trainer.model, tokenizer, report.labels, model_dir)
     report.train.stage_time_s = round(time.perf_counter() - stage_start, 2)
     write_report(reports_dir / "train.json", report)
-    for name, fig in (("train_curves.png", plot_training_curves(report.history)),
-                      ("train_confusion.png", plot_confusion(report.confusion, report.labels))):
+    for name, fig in (
+        ("train_curves.png", plot_training_curves(report.history)),
+        ("train_confusion.png", plot_confusion(report.confusion, report.labels)),
+    ):
         save_figure(fig, reports_dir / "plots" / name)
         plt.close(fig)
     write_text(reports_dir / "model_card.md", render_model_card(report, params))
@@ -160,9 +182,11 @@ def _write_outputs(report: TrainReport, trainer: Trainer, tokenizer: Any, params
 
 def _summary(report: TrainReport) -> str:
     m, tr = report.model, report.train
-    return (f"finetune done in {tr.stage_time_s:.0f}s: test macro-F1 {m.macro_f1:.4f} (baseline "
-            f"{report.baseline.macro_f1:.4f}, gain {report.macro_f1_gain:+.4f}), accuracy {m.accuracy:.4f}; "
-            f"train {tr.train_time_s:.0f}s, {tr.train_samples_per_s} samples/s")
+    return (
+        f"finetune done in {tr.stage_time_s:.0f}s: test macro-F1 {m.macro_f1:.4f} (baseline "
+        f"{report.baseline.macro_f1:.4f}, gain {report.macro_f1_gain:+.4f}), accuracy {m.accuracy:.4f}; "
+        f"train {tr.train_time_s:.0f}s, {tr.train_samples_per_s} samples/s"
+    )
 
 
 def _quiet_transformers(threads: int) -> None:
@@ -216,28 +240,61 @@ def run_finetune(
 
     labels = read_labels(data_dir / "labels.json", DataError)
     splits = load_splits(data_dir, labels)
-    rows = {"train": sample_rows(splits["train"], t.max_train_rows, t.seed),
-            "validation": sample_rows(splits["validation"], t.max_eval_rows, t.seed), "test": splits["test"]}
-    say(f"train rows {len(rows['train'])}/{len(splits['train'])}, validation rows {len(rows['validation'])}/"
-        f"{len(splits['validation'])}, test rows {len(rows['test'])}; labels {labels}; processes {world}", flush=True)
+    rows = {
+        "train": sample_rows(splits["train"], t.max_train_rows, t.seed),
+        "validation": sample_rows(splits["validation"], t.max_eval_rows, t.seed),
+        "test": splits["test"],
+    }
+    say(
+        f"train rows {len(rows['train'])}/{len(splits['train'])}, validation rows {len(rows['validation'])}/"
+        f"{len(splits['validation'])}, test rows {len(rows['test'])}; labels {labels}; processes {world}",
+        flush=True,
+    )
 
     fingerprint = run_fingerprint(params, data_dir, world)
     resume = find_resume_checkpoint(ckpt_dir, fingerprint, cleanup=rank == 0, log=lambda m: say(m, flush=True))
     model, tokenizer = load_model(params.model, labels, t.seed)
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     say(f"model: {base_model_name(params.model)} ({n_params:.1f} M params)", flush=True)
-    trainer, marker, stopper = _make_trainer(params, model, tokenizer, rows, fingerprint=fingerprint,
-                                             ckpt_dir=ckpt_dir, live_dir=reports_dir / "train_live", world=world)
+    trainer, marker, stopper = _make_trainer(
+        params,
+        model,
+        tokenizer,
+        rows,
+        fingerprint=fingerprint,
+        ckpt_dir=ckpt_dir,
+        live_dir=reports_dir / "train_live",
+        world=world,
+    )
     out, train_s = _train(trainer, resume, marker, stopper, ckpt_dir)
     scores, test_s = test_scores(trainer, tokenizer, params.model.max_length, rows["test"], labels)
-    facts = run_facts(trainer, out, params, resume=resume, fingerprint=fingerprint, world=world, train_s=train_s,
-                      test_s=test_s, test_rows=len(rows["test"]))
-    report = build_report(params, labels, rows, len(splits["train"]), scores, facts,
-                          {"model_dir": rel_path(model_dir, root)})
+    facts = run_facts(
+        trainer,
+        out,
+        params,
+        resume=resume,
+        fingerprint=fingerprint,
+        world=world,
+        train_s=train_s,
+        test_s=test_s,
+        test_rows=len(rows["test"]),
+    )
+    report = build_report(
+        params, labels, rows, len(splits["train"]), scores, facts, {"model_dir": rel_path(model_dir, root)}
+    )
     report.history = trainer.state.log_history
     if rank == 0:
-        _write_outputs(report, trainer, tokenizer, params, rows, model_dir=model_dir, reports_dir=reports_dir,
-                       ckpt_dir=ckpt_dir, stage_start=stage_start)
+        _write_outputs(
+            report,
+            trainer,
+            tokenizer,
+            params,
+            rows,
+            model_dir=model_dir,
+            reports_dir=reports_dir,
+            ckpt_dir=ckpt_dir,
+            stage_start=stage_start,
+        )
         say(_summary(report), flush=True)
     trainer.accelerator.wait_for_everyone()
     if enforce_gate and rank == 0:

@@ -40,8 +40,10 @@ def class_weights(label_ids: Any, n_classes: int) -> list[float]:
     ids = np.asarray(label_ids, dtype=np.int64)
     counts = np.bincount(ids, minlength=n_classes)
     if (counts == 0).any():
-        raise DataError(f"train split: no rows of class id(s) {np.flatnonzero(counts == 0).tolist()}; "
-                        "class_weight 'balanced' needs every class")
+        raise DataError(
+            f"train split: no rows of class id(s) {np.flatnonzero(counts == 0).tolist()}; "
+            "class_weight 'balanced' needs every class"
+        )
     return compute_class_weight("balanced", classes=np.arange(n_classes), y=ids).tolist()
 
 

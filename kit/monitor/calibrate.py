@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from kit.monitor.drift import feature_scores
 from kit.monitor.embedding import MMDReference, mmd2
 from kit.monitor.features import EMBEDDING_FEATURE, FeatureSpec, MonitorError
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 __all__ = ["CalibrationSettings", "FeatureCalibration", "Calibration", "calibrate", "score_window", "bh_level"]
 
@@ -32,6 +30,9 @@ class CalibrationSettings(BaseModel):
         min_tail: null windows each feature's tail quantile must rest on; sets how many windows are replayed.
         n_null: replay exactly this many null windows (None: from `min_tail`).
         max_null: never replay more windows than this.
+        resample_anchor: draw each null window's own anchor (of the anchor's size) and window, disjoint, from the
+            whole reference. A fixed anchor and pool leave out how far the anchor itself sits from the population,
+            and live windows then alarm more often than the target; resampling puts that spread into the null.
         seed: seeds the random windows.
     """
 
@@ -43,6 +44,7 @@ class CalibrationSettings(BaseModel):
     min_tail: int = Field(2, ge=1)
     n_null: int | None = Field(None, ge=10)
     max_null: int = Field(4000, ge=10)
+    resample_anchor: bool = True
     seed: int = 0
 
 
@@ -151,23 +153,48 @@ def score_window(
     return scores
 
 
-def _replay(
-    anchor: pd.DataFrame,
-    pool: pd.DataFrame,
-    features: Sequence[FeatureSpec],
-    *,
-    n: int,
-    rng: np.random.Generator,
-    mmd: MMDReference | None,
-    pool_emb: np.ndarray | None,
-    size: int,
-) -> list[dict[str, float]]:
-    out = []
-    for _ in range(n):
-        idx = rng.choice(len(pool), size, replace=False)  # a window never repeats a row, never touches the anchor
-        emb = pool_emb[idx] if pool_emb is not None else None
-        out.append(score_window(anchor, pool.iloc[idx], features, mmd=mmd, window_embeddings=emb))
-    return out
+class _Source:
+    """Where null windows come from: the anchor and the pool (and their embeddings), and how they are drawn."""
+
+    def __init__(
+        self,
+        anchor: pd.DataFrame,
+        pool: pd.DataFrame,
+        features: Sequence[FeatureSpec],
+        *,
+        mmd: MMDReference | None,
+        anchor_emb: np.ndarray | None,
+        pool_emb: np.ndarray | None,
+        s: CalibrationSettings,
+    ):
+        self.anchor, self.pool, self.features, self.mmd, self.size = anchor, pool, features, mmd, s.window_size
+        self.pool_emb = pool_emb if mmd is not None else None
+        self.resample = s.resample_anchor
+        if self.resample:
+            self.union = pd.concat([anchor, pool], ignore_index=True)
+            self.union_emb: np.ndarray | None = None
+            if mmd is not None and anchor_emb is not None and pool_emb is not None:
+                self.union_emb = np.concatenate([anchor_emb, pool_emb])
+
+    def window(self, rng: np.random.Generator) -> dict[str, float]:
+        """The scores of one null window."""
+        if not self.resample:
+            idx = rng.choice(len(self.pool), self.size, replace=False)  # never repeats a row, never the anchor's
+            emb = self.pool_emb[idx] if self.pool_emb is not None else None
+            return score_window(self.anchor, self.pool.iloc[idx], self.features, mmd=self.mmd, window_embeddings=emb)
+        order = rng.permutation(len(self.union))
+        a_idx, w_idx = order[: len(self.anchor)], order[len(self.anchor) : len(self.anchor) + self.size]
+        mmd, emb = None, None
+        if self.union_emb is not None and self.mmd is not None:
+            mmd = MMDReference.fit(self.union_emb[a_idx[: self.mmd.x.shape[0]]], bandwidth=self.mmd.bandwidth)
+            emb = self.union_emb[w_idx]
+        return score_window(
+            self.union.iloc[a_idx], self.union.iloc[w_idx], self.features, mmd=mmd, window_embeddings=emb
+        )
+
+
+def _replay(source: _Source, n: int, rng: np.random.Generator) -> list[dict[str, float]]:
+    return [source.window(rng) for _ in range(n)]
 
 
 def _build(
@@ -194,6 +221,7 @@ def calibrate(
     settings: CalibrationSettings | None = None,
     mmd: MMDReference | None = None,
     pool_embeddings: np.ndarray | None = None,
+    anchor_embeddings: np.ndarray | None = None,
 ) -> Calibration:
     """Replay random windows of `pool` (reference rows the anchor does not hold) against the anchor until every
     feature's tail rests on `min_tail` null windows and the replay's own false-alarm rate is at most the target.
@@ -205,6 +233,7 @@ def calibrate(
         model_version: the model the reference was made with; verdicts refuse other versions.
         settings: target, method, window size, replay sizes, seed.
         mmd: the fitted embedding reference (with `pool_embeddings`, row-aligned with `pool`) to calibrate MMD^2.
+        anchor_embeddings: the anchor's embeddings, row-aligned with `anchor` (needed to resample anchors for MMD^2).
 
     Returns:
         The calibration.
@@ -218,12 +247,13 @@ def calibrate(
     need = s.n_null or min(s.max_null, math.ceil(s.min_tail * len(kinds) / s.target))
     if (need + 1) * s.target / len(kinds) < 1:
         raise MonitorError(f"{need} null windows cannot resolve a per-feature level of {s.target / len(kinds):.2g}")
+    if s.resample_anchor and mmd is not None and pool_embeddings is not None and anchor_embeddings is None:
+        raise MonitorError("calibrate: resampling anchors for MMD^2 needs anchor_embeddings (row-aligned with anchor)")
+    source = _Source(anchor, pool, features, mmd=mmd, anchor_emb=anchor_embeddings, pool_emb=pool_embeddings, s=s)
     rng = np.random.default_rng(s.seed)
-    null = _replay(anchor, pool, features, n=need, rng=rng, mmd=mmd, pool_emb=pool_embeddings, size=s.window_size)
+    null = _replay(source, need, rng)
     cal = _build(null, kinds, s=s, version=model_version)
     while s.n_null is None and cal.null_false_alarm_rate > s.target and len(null) < s.max_null:
-        null += _replay(
-            anchor, pool, features, n=_BATCH, rng=rng, mmd=mmd, pool_emb=pool_embeddings, size=s.window_size
-        )
+        null += _replay(source, _BATCH, rng)
         cal = _build(null, kinds, s=s, version=model_version)
     return cal

@@ -145,9 +145,10 @@ def build_reference(
         mmd = MMDReference.fit(emb)
         info = EmbeddingInfo(rows=emb.shape[0], dim=emb.shape[1], bandwidth=mmd.bandwidth)
     pool_emb = None if embeddings is None else np.asarray(embeddings, dtype=np.float64)[p_idx]
+    anchor_emb = None if embeddings is None else np.asarray(embeddings, dtype=np.float64)[a_idx]
     cal = calibrate(
-        anchor, frame.iloc[p_idx].reset_index(drop=True), features,
-        model_version=model_version, settings=s, mmd=mmd, pool_embeddings=pool_emb,
+        anchor, frame.iloc[p_idx].reset_index(drop=True), features, model_version=model_version, settings=s,
+        mmd=mmd, pool_embeddings=pool_emb, anchor_embeddings=anchor_emb,
     )  # fmt: skip
     profile = ReferenceProfile(
         model_version=model_version, features=list(features), embedding=info, calibration=cal,

@@ -27,7 +27,6 @@ from kit.monitor.replay import measure_overhead, replay_scenarios, running_serve
 from kit.monitor.report import EmbeddingCost, LogSummary, MonitorReport, ReferenceSummary, ScenarioResult
 from kit.monitor.rule_tests import write_rule_tests
 from kit.monitor.scenarios import Scenario, ScenarioSettings, build_scenarios, load_pool
-from kit.monitor.textfeatures import features_frame, load_feature_tokenizer
 from kit.serve.model import ModelMeta, OnnxTextClassifier, read_model_dir
 
 __all__ = ["run_monitor"]
@@ -58,17 +57,17 @@ def _reference(
     t0 = time.perf_counter()
     split = root / LAYOUT.split(p.reference_split)
     texts = pd.read_parquet(split, columns=["text"])["text"].astype(str).tolist()
-    model = OnnxTextClassifier(meta, threads, pooled=p.embeddings)
-    probs, pooled = [], []
-    for i in range(0, len(texts), _BATCH):
-        pr, emb = model.predict(texts[i : i + _BATCH])
-        probs.append(pr)
-        if emb is not None:
-            pooled.append(emb)
-    prob = np.concatenate(probs)
-    embeddings = np.concatenate(pooled) if pooled else None
-    labels = [meta.labels[i] for i in prob.argmax(axis=1)]
-    frame = features_frame(load_feature_tokenizer(meta.model_dir), texts, labels, prob.max(axis=1).tolist())
+    # Through the server's own path: the same graph, tokenizer, truncation and token counting as the logged records.
+    model = OnnxTextClassifier(meta, threads, pooled=p.embeddings, counts=True)
+    runs = [model.predict(texts[i : i + _BATCH]) for i in range(0, len(texts), _BATCH)]
+    prob = np.concatenate([r[0] for r in runs])
+    embeddings = np.concatenate([r[1] for r in runs if r[1] is not None]) if p.embeddings else None
+    counts = np.concatenate([r[2] for r in runs if r[2] is not None])
+    frame = pd.DataFrame({
+        "length_chars": [len(t) for t in texts], "length_tokens": counts[:, 0].astype(int),
+        "unk_rate": counts[:, 1], "subword_rate": counts[:, 2],
+        "confidence": prob.max(axis=1), "label": [meta.labels[i] for i in prob.argmax(axis=1)],
+    })  # fmt: skip
     settings = CalibrationSettings(
         target=p.false_alarm_target, method=p.multiple_testing, window_size=p.window_size, seed=p.seed
     )

@@ -85,7 +85,13 @@ def _time_runner(
 
 
 def _result_row(
-    r: Runner, b: int, s: int, xs: list[float], ratios: list[float], extra_mb: float | None, peak: dict[str, Any],
+    r: Runner,
+    b: int,
+    s: int,
+    xs: list[float],
+    ratios: list[float],
+    extra_mb: float | None,
+    peak: dict[str, Any],
     root: str | Path | None,
 ) -> dict[str, Any]:
     """One runner x batch x length: latency percentiles, throughput, ratio over the reference, memory, GFLOP/s."""
@@ -326,8 +332,16 @@ def bench_models(
     if accuracy and labels is not None:
         acc = evaluate(runners, tok, texts, labels, progress=progress)
     bench = benchmark(
-        runners, tok, texts, batch_sizes, seq_lengths, warmup=warmup, repeats=repeats, rounds=rounds,
-        threads=threads, progress=progress,
+        runners,
+        tok,
+        texts,
+        batch_sizes,
+        seq_lengths,
+        warmup=warmup,
+        repeats=repeats,
+        rounds=rounds,
+        threads=threads,
+        progress=progress,
     )
     report = {
         "models": [{"name": r.name, "kind": r.kind, "path": str(r.path)} for r in runners],

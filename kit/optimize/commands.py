@@ -31,7 +31,9 @@ def bench(
     warmup: Annotated[int, typer.Option("--warmup", min=0)] = 3,
     repeats: Annotated[int, typer.Option("--repeats", min=1)] = 10,
     rounds: Annotated[int, typer.Option("--rounds", min=1)] = 5,
-    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="tokenizer.json (default: beside a model)")] = None,
+    tokenizer: Annotated[
+        Optional[Path], typer.Option("--tokenizer", help="tokenizer.json (default: beside a model)")
+    ] = None,
     max_rows: Annotated[Optional[int], typer.Option("--max-rows", min=1, help="use only the first rows")] = None,
     accuracy: Annotated[bool, typer.Option("--accuracy/--no-accuracy", help="accuracy when labels exist")] = True,
     text_column: Annotated[str, typer.Option("--text-column")] = "text",
@@ -43,8 +45,19 @@ def bench(
     from kit.optimize.figures import summary_table
 
     report = bench_models(
-        models, texts, out, batch_sizes=bs, seq_lengths=sl, threads=threads, warmup=warmup, repeats=repeats,
-        rounds=rounds, tokenizer=tokenizer, max_rows=max_rows, accuracy=accuracy, text_column=text_column,
+        models,
+        texts,
+        out,
+        batch_sizes=bs,
+        seq_lengths=sl,
+        threads=threads,
+        warmup=warmup,
+        repeats=repeats,
+        rounds=rounds,
+        tokenizer=tokenizer,
+        max_rows=max_rows,
+        accuracy=accuracy,
+        text_column=text_column,
         label_column=label_column,
     )
     typer.echo(summary_table(report["benchmark"], report["accuracy"]).to_string(index=False))

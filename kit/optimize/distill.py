@@ -45,7 +45,12 @@ def make_student(teacher: Any, layers: list[int]) -> Any:
 
 
 def teacher_logits(
-    teacher: Any, tokenizer: Any, texts: list[str], *, batch_size: int = 64, onnx_path: str | Path | None = None,
+    teacher: Any,
+    tokenizer: Any,
+    texts: list[str],
+    *,
+    batch_size: int = 64,
+    onnx_path: str | Path | None = None,
     threads: int = 2,
 ) -> np.ndarray:
     """The teacher's logits for `texts` (sorted by length and padded per batch for speed).
@@ -171,10 +176,15 @@ def distill(
             y = inputs.pop("labels")
             out = model(**inputs)
             s = out.logits
-            kl = torch.nn.functional.kl_div(
-                torch.log_softmax(s / temperature, -1), torch.log_softmax(t / temperature, -1),
-                reduction="batchmean", log_target=True,
-            ) * temperature**2
+            kl = (
+                torch.nn.functional.kl_div(
+                    torch.log_softmax(s / temperature, -1),
+                    torch.log_softmax(t / temperature, -1),
+                    reduction="batchmean",
+                    log_target=True,
+                )
+                * temperature**2
+            )
             ce = torch.nn.functional.cross_entropy(s, y)
             loss = alpha * kl + (1 - alpha) * ce
             losses.append(float(loss.detach()))

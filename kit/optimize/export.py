@@ -130,9 +130,7 @@ def export_onnx(model: Any, out_path: str | Path, opset: int = 17) -> Path:
             self.inner = inner
 
         def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001, ANN202
-            return self.inner(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).logits
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
 
     out_path = Path(out_path)
     dummy = tuple(torch.ones(2, 16, dtype=torch.long) for _ in INPUT_NAMES)
@@ -182,8 +180,11 @@ def check_parity(
     if not max_diff <= atol:
         row, col = np.unravel_index(int(np.nan_to_num(diff, nan=np.inf).argmax()), diff.shape)
         raise ParityError(
-            onnx_path, max_diff, atol, f"worst at text {row}, logit {col}: ORT {got[row, col]:.6f} vs PyTorch "
-            f"{ref[row, col]:.6f}; {int((diff > atol).sum())} of {diff.size} logits out of tolerance"
+            onnx_path,
+            max_diff,
+            atol,
+            f"worst at text {row}, logit {col}: ORT {got[row, col]:.6f} vs PyTorch "
+            f"{ref[row, col]:.6f}; {int((diff > atol).sum())} of {diff.size} logits out of tolerance",
         )
     return max_diff
 
@@ -258,7 +259,9 @@ def quantize_int8(
     finally:
         root_log.setLevel(level)
     _set_metadata(
-        dst, spec, {"kind": "int8", "int8": f"per_channel={per_channel},reduce_range={reduce_range},weights={weight_type}"}
+        dst,
+        spec,
+        {"kind": "int8", "int8": f"per_channel={per_channel},reduce_range={reduce_range},weights={weight_type}"},
     )
     return dst
 
@@ -268,7 +271,9 @@ def convert_fp16(src: str | Path, dst: str | Path, spec: ModelSpec) -> Path:
     from onnxruntime.transformers.optimizer import optimize_model
 
     dst = Path(dst)
-    opt = optimize_model(str(src), model_type="bert", num_heads=spec.num_heads, hidden_size=spec.hidden_size, use_gpu=True)
+    opt = optimize_model(
+        str(src), model_type="bert", num_heads=spec.num_heads, hidden_size=spec.hidden_size, use_gpu=True
+    )
     opt.convert_float_to_float16(keep_io_types=True)
     with atomic_path(dst, suffix=".onnx") as tmp:
         opt.save_model_to_file(str(tmp))

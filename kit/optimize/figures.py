@@ -98,8 +98,11 @@ def plot_throughput(bench: dict[str, Any]) -> Any:
     fig, axes = plt.subplots(1, len(seqs), figsize=(6 * len(seqs), 4), squeeze=False)
     for ax, s in zip(axes[0], seqs):
         for name in dict.fromkeys(r["variant"] for r in bench["results"]):
-            pts = sorted((r["batch_size"], r["throughput_seq_s"]) for r in bench["results"]
-                         if r["variant"] == name and r["seq_len"] == s)
+            pts = sorted(
+                (r["batch_size"], r["throughput_seq_s"])
+                for r in bench["results"]
+                if r["variant"] == name and r["seq_len"] == s
+            )
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
@@ -151,15 +154,21 @@ def selection_rows(bench: dict[str, Any], accuracy: dict[str, dict[str, float]])
                 "accuracy": accuracy[name]["accuracy"],
                 "agreement": accuracy[name]["agreement"],
                 "speedup": float(np.exp(np.mean(np.log(ratios)))),
-                "speedups": {f"b{r['batch_size']}_s{r['seq_len']}": r["speedup"] for r in bench["results"]
-                             if r["variant"] == name},
+                "speedups": {
+                    f"b{r['batch_size']}_s{r['seq_len']}": r["speedup"]
+                    for r in bench["results"]
+                    if r["variant"] == name
+                },
             }
         )
     return out
 
 
 def headline(
-    bench: dict[str, Any], accuracy: dict[str, dict[str, float]], variant: str, target: float = 3.0,
+    bench: dict[str, Any],
+    accuracy: dict[str, dict[str, float]],
+    variant: str,
+    target: float = 3.0,
     max_f1_drop: float = 0.01,
 ) -> BenchHeadline:
     """The stage's target figures for `variant`: throughput ratio at the largest batch, p50-latency ratio at the

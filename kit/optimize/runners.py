@@ -146,7 +146,9 @@ def load_runner(path: str | Path, threads: int, name: str | None = None) -> Runn
     raise KitError(f"{path}: not an .onnx file, a directory with model.onnx, or a HF model directory (config.json)")
 
 
-def read_texts(path: str | Path, text_column: str = "text", label_column: str | None = "label_id") -> tuple[list[str], np.ndarray | None]:
+def read_texts(
+    path: str | Path, text_column: str = "text", label_column: str | None = "label_id"
+) -> tuple[list[str], np.ndarray | None]:
     """Texts (and integer labels when the column exists) from a Parquet or CSV file.
 
     Raises:

@@ -37,11 +37,21 @@ def _measure(params: Params, root: Path, variants: list[Variant]) -> tuple[dict[
     tok = load_tokenizer(find_tokenizer(finetune), params.model.max_length)
     print(f"accuracy of {len(runners)} models on {n_eval} test texts")
     acc = evaluate(runners, tok, texts[:n_eval], labels[:n_eval], batch_size=o.eval_batch_size, reference=REFERENCE)
-    print(f"benchmark: batch sizes {o.batch_sizes}, lengths {o.seq_lengths}, {o.bench_rounds} rounds, "
-          f"{o.threads} threads")
+    print(
+        f"benchmark: batch sizes {o.batch_sizes}, lengths {o.seq_lengths}, {o.bench_rounds} rounds, {o.threads} threads"
+    )
     bench = benchmark(
-        runners, tok, texts[: o.bench_texts], o.batch_sizes, o.seq_lengths, warmup=o.bench_warmup,
-        repeats=o.bench_repeats, rounds=o.bench_rounds, threads=o.threads, reference=REFERENCE, root=root,
+        runners,
+        tok,
+        texts[: o.bench_texts],
+        o.batch_sizes,
+        o.seq_lengths,
+        warmup=o.bench_warmup,
+        repeats=o.bench_repeats,
+        rounds=o.bench_rounds,
+        threads=o.threads,
+        reference=REFERENCE,
+        root=root,
     )
     return acc, bench
 
@@ -95,8 +105,12 @@ def _run(params: Params, root: Path) -> BenchReport:
     chosen = next(v for v in variants if v.name == sel["variant"])
     # The fine-tuned model's tokenizer (the one every variant was measured with) and labels define the contract.
     record = write_serving(
-        chosen.path, find_tokenizer(finetune), read_labels(finetune / "labels.json", ModelDirError), max_length,
-        {**sel, "figures": head.model_dump(), "size_mb": chosen.as_dict()["size_mb"]}, root / LAYOUT.serving_dir,
+        chosen.path,
+        find_tokenizer(finetune),
+        read_labels(finetune / "labels.json", ModelDirError),
+        max_length,
+        {**sel, "figures": head.model_dump(), "size_mb": chosen.as_dict()["size_mb"]},
+        root / LAYOUT.serving_dir,
     )
     print(f"serving {record['variant']} (version {record['version']}) in {LAYOUT.serving_dir}: {record['reason']}")
 

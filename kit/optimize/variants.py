@@ -24,7 +24,8 @@ from kit.optimize.export import (
     quantize_int8,
 )
 from kit.optimize.metadata import is_kit_onnx
-from kit.serve.model import INPUT_NAMES, OUTPUT_NAME, encode, load_tokenizer
+from kit.serve.model import INPUT_NAMES, OUTPUT_NAME, POOLED_NAME, encode, load_tokenizer
+from kit.serve.pooled import add_named_pooled_output
 
 __all__ = [
     "Variant",
@@ -113,7 +114,9 @@ def build_variants(
     needs_fused = any(k in kinds for k in ("optimized", "int8"))
     if needs_fused:
         fused = optimize_graph(fp32, out_dir / f"{prefix}_optimized.onnx", spec)
-        built.append(_variant("optimized", fused, check_parity(model, fused, batch, atol, threads), [fused_note(fused)]))
+        built.append(
+            _variant("optimized", fused, check_parity(model, fused, batch, atol, threads), [fused_note(fused)])
+        )
     if "int8" in kinds:
         q = quantize_int8(out_dir / f"{prefix}_optimized.onnx", out_dir / f"{prefix}_int8.onnx", spec, **int8)
         built.append(_variant("int8", q, notes=[f"quantized from {prefix}_optimized: {int8}"]))
@@ -167,9 +170,19 @@ def build_all(
             old.unlink()
     test_texts, _ = read_texts(test_path, label_column=None)
     parity = test_texts[: opt.parity_rows]
-    int8 = {"per_channel": opt.int8_per_channel, "reduce_range": opt.int8_reduce_range, "weight_type": opt.int8_weight_type}
-    common = dict(parity_texts=parity, max_length=max_length, atol=opt.parity_atol, int8=int8, opset=opt.opset,
-                  threads=opt.threads)
+    int8 = {
+        "per_channel": opt.int8_per_channel,
+        "reduce_range": opt.int8_reduce_range,
+        "weight_type": opt.int8_weight_type,
+    }
+    common = dict(
+        parity_texts=parity,
+        max_length=max_length,
+        atol=opt.parity_atol,
+        int8=int8,
+        opset=opt.opset,
+        threads=opt.threads,
+    )
     built = build_variants(model_dir, out_dir, "onnx", variant_kinds(opt.variants, "onnx"), **common)
     summary = None
     student_kinds = variant_kinds(opt.variants, "student")
@@ -182,10 +195,19 @@ def build_all(
         n = min(len(train_texts), opt.distill_rows or opt.distill_steps * opt.distill_batch_size)
         idx = pd.Series(range(len(train_texts))).sample(n=n, random_state=opt.seed).to_numpy()
         summary = distill(
-            model_dir, out_dir / "student", [train_texts[i] for i in idx], train_labels[idx],
-            layers=list(opt.student_layers), steps=opt.distill_steps, batch_size=opt.distill_batch_size,
-            learning_rate=opt.distill_learning_rate, temperature=opt.distill_temperature, alpha=opt.distill_alpha,
-            max_length=max_length, seed=opt.seed, threads=opt.threads,
+            model_dir,
+            out_dir / "student",
+            [train_texts[i] for i in idx],
+            train_labels[idx],
+            layers=list(opt.student_layers),
+            steps=opt.distill_steps,
+            batch_size=opt.distill_batch_size,
+            learning_rate=opt.distill_learning_rate,
+            temperature=opt.distill_temperature,
+            alpha=opt.distill_alpha,
+            max_length=max_length,
+            seed=opt.seed,
+            threads=opt.threads,
             teacher_onnx=next(p for p in (out_dir / "onnx_optimized.onnx", out_dir / "onnx_fp32.onnx") if p.is_file()),
         )
         built += build_variants(out_dir / "student", out_dir, "student", student_kinds, **common)
@@ -272,8 +294,10 @@ def write_serving(
         raise KitError(f"{onnx_path}: inputs {inputs} / outputs {outputs} break the serving contract")
     if n_out and n_out != len(labels):
         raise KitError(f"{onnx_path}: {n_out} logits but {len(labels)} labels")
+    # The pooled embedding as a second output (free: the graph computes it anyway), for the prediction log.
+    pooled = add_named_pooled_output(m, onnx_path)
     with atomic_path(out_dir / "model.onnx", suffix=".onnx") as tmp:
-        shutil.copyfile(onnx_path, tmp)
+        onnx.save(m, str(tmp))
     tok = load_tokenizer(tokenizer_json, max_length)
     with atomic_path(out_dir / "tokenizer.json", suffix=".json") as tmp:
         tok.save(str(tmp))
@@ -286,6 +310,7 @@ def write_serving(
         "inputs": list(INPUT_NAMES),
         "input_dtype": "int64",
         "output": OUTPUT_NAME,
+        "pooled_output": POOLED_NAME if pooled else None,
         "labels": list(labels),
         "variant": selection["variant"],
         "version": version,

@@ -121,7 +121,7 @@ class _State:
 
     def __init__(self, meta: ModelMeta, params: ServeParams, metrics: ServeMetrics):
         self.meta, self.params, self.metrics = meta, params, metrics
-        # Rows of a model run: (probabilities, pooled embeddings or None), see OnnxTextClassifier.predict.
+        # Rows of a model run: (probabilities, pooled embeddings, token figures), see OnnxTextClassifier.predict.
         self.batcher: MicroBatcher[tuple[np.ndarray | None, ...]] | None = None
         self.recorder: PredictionRecorder | None = None  # set once the model loads, when serve.prediction_log.enabled
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -207,11 +207,13 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         try:
             t0 = time.perf_counter()
             plog = p.prediction_log
-            load = functools.partial(OnnxTextClassifier, meta, p.threads, pooled=plog.enabled and plog.embeddings)
+            load = functools.partial(
+                OnnxTextClassifier, meta, p.threads, pooled=plog.enabled and plog.embeddings, counts=plog.enabled
+            )
             model = await loop.run_in_executor(batcher.executor, load)
             if plog.enabled:  # loads the tokenizer and starts the writer thread: off the event loop too
                 count = metrics.observe_prediction_log
-                start = functools.partial(PredictionRecorder.start, plog, meta.model_dir, meta.version, on_count=count)
+                start = functools.partial(PredictionRecorder.start, plog, meta.version, on_count=count)
                 st.recorder = await loop.run_in_executor(batcher.executor, start)
             # Warm-up: first runs allocate arenas and pick kernels; do it before reporting ready. The second run of
             # each size is timed: two sizes seed the batcher's estimate of one run's fixed cost (its adaptive wait).
@@ -334,7 +336,7 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
             done = await _submit(st, texts)
         except ModelUnavailable as exc:
             return JSONResponse({"error": str(exc)}, status_code=503, headers=unavailable)
-        probs, pooled = done.rows
+        probs, pooled, counts = done.rows
         assert probs is not None  # OnnxTextClassifier.predict always gives probabilities
         idx = probs.argmax(axis=1)
         conf = probs[np.arange(len(texts)), idx]
@@ -342,7 +344,8 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         confidences = conf.tolist()
         metrics.observe_predictions(top, confidences)
         if st.recorder is not None:
-            st.recorder.record(rid, texts, top, confidences, (time.perf_counter() - t0) * 1000, pooled)
+            assert counts is not None  # a recording server's model counts tokens
+            st.recorder.record(rid, texts, top, confidences, (time.perf_counter() - t0) * 1000, pooled, counts)
         rows = probs.round(6).tolist()
         out = {
             "model_version": meta.version,

@@ -12,10 +12,12 @@ import numpy as np
 
 from kit.core.errors import ModelDirError
 from kit.core.io import read_labels
+from kit.serve.textfeatures import TokenCounter
 
 __all__ = [
     "INPUT_NAMES",
     "OUTPUT_NAME",
+    "POOLED_NAME",
     "REQUIRED_FILES",
     "ModelMeta",
     "read_model_dir",
@@ -29,6 +31,8 @@ __all__ = [
 # The serving contract: the server feeds these int64 [batch, sequence] inputs and reads `logits`.
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
+# The serving graph's optional second output: the pooled sentence embedding the head reads (the prediction log's).
+POOLED_NAME = "pooled"
 REQUIRED_FILES = ("model.onnx", "tokenizer.json", "labels.json")
 
 
@@ -169,11 +173,13 @@ class OnnxTextClassifier:
     """Tokenise a batch (padded to its longest text only) and run the ONNX classifier; returns probabilities and,
     when built with `pooled=True`, the pooled sentence embeddings the classification head read."""
 
-    def __init__(self, meta: ModelMeta, threads: int, *, pooled: bool = False):
+    def __init__(self, meta: ModelMeta, threads: int, *, pooled: bool = False, counts: bool = False):
         """Args:
         meta: from `read_model_dir`.
         threads: ONNX Runtime intra-op threads.
-        pooled: also return the pooled embedding (the graph gets it as an extra output; needs the `onnx` package).
+        pooled: also return the pooled embedding: the serving graph's `pooled` output, else the pooler's tensor
+            added as an output in memory (that needs the `onnx` package).
+        counts: also return each text's token figures (`TokenCounter`) from the batch it ran.
 
         Raises:
             ModelDirError: the tokenizer or the ONNX graph cannot be loaded, the graph's output width differs
@@ -182,15 +188,15 @@ class OnnxTextClassifier:
         d = meta.model_dir
         self.tokenizer = load_tokenizer(d / "tokenizer.json", meta.max_length)
         self.pooled_name: str | None = None
-        source: Path | bytes = d / "model.onnx"
-        if pooled:
-            from kit.serve.pooled import graph_with_pooled_output  # imports onnx: only servers that log embeddings
+        self.counter = TokenCounter(self.tokenizer) if counts else None
+        self.session = _session(d / "model.onnx", threads)
+        if pooled and POOLED_NAME in {o.name for o in self.session.get_outputs()}:
+            self.pooled_name = POOLED_NAME  # the optimize stage's serving graph declares it: no `onnx` needed
+        elif pooled:
+            from kit.serve.pooled import graph_with_pooled_output  # imports onnx: a graph made elsewhere
 
             source, self.pooled_name = graph_with_pooled_output(d / "model.onnx")
-        try:
-            self.session = make_session(source, threads)
-        except Exception as exc:
-            raise ModelDirError(f"{d / 'model.onnx'}: cannot load ONNX model: {exc}") from None
+            self.session = _session(source, threads, d / "model.onnx")
         self.input_names = [i.name for i in self.session.get_inputs()]
         unknown = set(self.input_names) - set(INPUT_NAMES)
         if unknown or "input_ids" not in self.input_names:
@@ -206,17 +212,26 @@ class OnnxTextClassifier:
         """Class probabilities, float32 [len(texts), num_labels]."""
         return _softmax(session_logits(self.session, encode(self.tokenizer, texts), self.output_name))
 
-    def predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Class probabilities float32 [n, num_labels] and pooled embeddings float32 [n, hidden] (None unless the
-        classifier was built with `pooled=True`), from one run of the graph."""
-        if self.pooled_name is None:
-            return self.predict_proba(texts), None
+    def predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """One run of the graph: class probabilities float32 [n, num_labels], pooled embeddings float32 [n, hidden]
+        (None unless built with `pooled=True`) and token figures [n, 3] (None unless built with `counts=True`)."""
         batch = encode(self.tokenizer, texts)
         names = set(self.input_names)
-        logits, pooled = self.session.run(
-            [self.output_name, self.pooled_name], {k: v for k, v in batch.items() if k in names}
-        )
-        return _softmax(np.asarray(logits, dtype=np.float32)), np.asarray(pooled, dtype=np.float32)
+        feed = {k: v for k, v in batch.items() if k in names}
+        counts = None if self.counter is None else self.counter.counts(batch["input_ids"], batch["attention_mask"])
+        if self.pooled_name is None:
+            logits = self.session.run([self.output_name], feed)[0]
+            return _softmax(np.asarray(logits, dtype=np.float32)), None, counts
+        logits, pooled = self.session.run([self.output_name, self.pooled_name], feed)
+        return _softmax(np.asarray(logits, dtype=np.float32)), np.asarray(pooled, dtype=np.float32), counts
+
+
+def _session(source: Path | bytes, threads: int, path: Path | None = None) -> Any:
+    """An ORT session of a file (or of `path`'s graph edited in memory), its failure named by the file."""
+    try:
+        return make_session(source, threads)
+    except Exception as exc:
+        raise ModelDirError(f"{path if path is not None else source!s}: cannot load ONNX model: {exc}") from None
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import Any
 
 from kit.core.errors import ModelDirError
 
-__all__ = ["POOLER_OP", "pooled_output_name", "graph_with_pooled_output"]
+__all__ = ["POOLER_OP", "pooled_output_name", "graph_with_pooled_output", "add_named_pooled_output"]
 
 # BERT's pooler is dense + tanh on [CLS]; the head (dropout, dense) follows it, so walking back from the logits the
 # first Tanh met is the pooler's, in the fp32 graph and in the quantized one (quantize/matmul/cast nodes between).
@@ -103,3 +103,32 @@ def _type_of(model: Any, name: str) -> tuple[int, int | None]:
             hidden = dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
             return int(vi.type.tensor_type.elem_type), hidden
     return onnx.TensorProto.FLOAT, None
+
+
+def add_named_pooled_output(model: Any, model_path: str | Path, logits: str = "logits") -> bool:
+    """Declare the pooled embedding as the graph output `pooled` (an Identity of the pooler's tensor), in place.
+
+    The optimize stage writes the serving graph this way, so a server logging embeddings needs no `onnx` package.
+
+    Args:
+        model: a loaded onnx ModelProto.
+        model_path: where it came from (named in errors).
+        logits: the graph output the classification head writes.
+
+    Returns:
+        True if added; False when the graph has no pooler to read (another architecture: it serves without).
+    """
+    import onnx
+
+    from kit.serve.model import POOLED_NAME
+
+    if POOLED_NAME in {o.name for o in model.graph.output}:
+        return True
+    try:
+        name = _pooled_name(model, model_path, logits)
+    except ModelDirError:
+        return False
+    elem, hidden = _type_of(model, name)
+    model.graph.node.append(onnx.helper.make_node("Identity", [name], [POOLED_NAME], name="kit_pooled_output"))
+    model.graph.output.append(onnx.helper.make_tensor_value_info(POOLED_NAME, elem, ["batch", hidden]))
+    return True

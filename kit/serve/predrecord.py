@@ -61,8 +61,8 @@ class PredictionRecord:
 
 @dataclass(frozen=True, slots=True)
 class PendingRecord:
-    """A prediction as the server enqueues it: the raw text and the embedding row, so that tokenizing for the text
-    features and encoding the embedding happen in the writer thread, not on the request path."""
+    """A prediction as the server enqueues it: the raw text, its token figures from the model's own batch and the
+    embedding row, so that hashing and encoding happen in the writer thread, not on the request path."""
 
     request_id: str
     time: str
@@ -71,6 +71,9 @@ class PendingRecord:
     confidence: float
     latency_ms: float
     model_version: str
+    length_tokens: int
+    unk_rate: float
+    subword_rate: float
     embedding: np.ndarray | None = None
 
 

@@ -12,7 +12,6 @@ import numpy as np
 
 from kit.core.params import PredictionLogParams
 from kit.serve.predlog import LogSettings, PendingRecord, PredictionLogWriter, utc_now
-from kit.serve.textfeatures import load_feature_tokenizer
 
 __all__ = ["REQUEST_ID_HEADER", "request_id", "record_ids", "PredictionRecorder"]
 
@@ -50,26 +49,21 @@ class PredictionRecorder:
     def start(
         cls,
         params: PredictionLogParams,
-        model_dir: Path,
         model_version: str,
         *,
         root: Path | None = None,
         on_count: Callable[[str, int], None] | None = None,
     ) -> PredictionRecorder:
-        """Load the serving tokenizer (for text features) and start the writer thread.
+        """Start the writer thread.
 
         Args:
             params: serve.prediction_log.
-            model_dir: the serving dir (its tokenizer.json gives token counts, unknown and subword rates).
             model_version: written in every record.
             root: what a relative `params.dir` is relative to (None: the working directory).
             on_count: the writer's ("written" | "dropped", n) callback (metrics).
-
-        Raises:
-            ModelDirError: the serving dir's tokenizer cannot be loaded.
         """
         settings = LogSettings.from_params(params, Path.cwd() if root is None else root)
-        writer = PredictionLogWriter(settings, tokenizer=load_feature_tokenizer(model_dir), on_count=on_count)
+        writer = PredictionLogWriter(settings, on_count=on_count)
         return cls(writer.start(), model_version, params.embeddings)
 
     def record(
@@ -80,6 +74,7 @@ class PredictionRecorder:
         confidences: Sequence[float],
         latency_ms: float,
         pooled: np.ndarray | None,
+        counts: np.ndarray,
     ) -> int:
         """Enqueue one record per text of an answered request (never blocks; a full queue drops and counts).
 
@@ -88,6 +83,7 @@ class PredictionRecorder:
             texts, labels, confidences: row-aligned, one per text.
             latency_ms: the request's server-side latency, given to each of its records.
             pooled: pooled embeddings [n, hidden] (None: not logged).
+            counts: token figures [n, 3] from the model's batch (`TokenCounter.counts`).
 
         Returns:
             How many records were accepted.
@@ -96,8 +92,10 @@ class PredictionRecorder:
         rows = pooled if self.embeddings and pooled is not None else [None] * len(texts)
         return self.writer.log([
             PendingRecord(request_id=i, time=now, text=t, label=lab, confidence=float(c), latency_ms=latency_ms,
-                          model_version=self.model_version, embedding=e)
-            for i, t, lab, c, e in zip(record_ids(rid, len(texts)), texts, labels, confidences, rows, strict=True)
+                          model_version=self.model_version, length_tokens=int(k[0]), unk_rate=float(k[1]),
+                          subword_rate=float(k[2]), embedding=e)
+            for i, t, lab, c, e, k in zip(record_ids(rid, len(texts)), texts, labels, confidences, rows,
+                                          counts.tolist(), strict=True)
         ])  # fmt: skip
 
     def close(self) -> None:

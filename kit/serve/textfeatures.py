@@ -4,14 +4,17 @@ so a prediction log or a reference sample carries what drift is judged on and ne
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kit.core.errors import ModelDirError
 
-__all__ = ["TextFeatures", "load_feature_tokenizer", "text_hash", "text_features", "HASH_CHARS"]
+__all__ = ["TextFeatures", "TokenCounter", "load_feature_tokenizer", "text_hash", "text_features", "HASH_CHARS"]
 
 HASH_CHARS = 16  # 64 bits of sha256: collisions are negligible at log sizes, and the log stays small
 
@@ -27,24 +30,67 @@ class TextFeatures:
     subword_rate: float
 
 
-def load_feature_tokenizer(model_dir: str | Path) -> Any:
-    """The serving dir's tokenizer (the server's loader), without padding or truncation so lengths are the texts' own.
+def load_feature_tokenizer(model_dir: str | Path, max_length: int | None = None) -> Any:
+    """The serving dir's tokenizer as the server runs it: truncating where the server truncates, never padding.
 
     Args:
         model_dir: the serving dir (tokenizer.json inside it).
+        max_length: truncation in tokens (None: serving.json's max_length, else no truncation).
 
     Raises:
         ModelDirError: tokenizer.json is missing or cannot be loaded (names it).
     """
     from kit.serve.model import load_tokenizer
 
-    path = Path(model_dir) / "tokenizer.json"
+    d = Path(model_dir)
+    path = d / "tokenizer.json"
     if not path.is_file():
         raise ModelDirError(f"{path}: tokenizer.json missing from the serving dir")
-    tok = load_tokenizer(path, max_length=8192)
+    if max_length is None and (d / "serving.json").is_file():
+        max_length = json.loads((d / "serving.json").read_text(encoding="utf-8")).get("max_length")
+    tok = load_tokenizer(path, max_length=max_length or 8192)
     tok.no_padding()
-    tok.no_truncation()
+    if not max_length:
+        tok.no_truncation()
     return tok
+
+
+class TokenCounter:
+    """Per-text token figures of an encoded batch, vectorised over its id matrix: the server computes them from the
+    very batch it runs (no second tokenization), and the reference profile the same way.
+
+    A word split into pieces is a word-start token followed by a continuation piece: WordPiece marks continuations
+    (`##`); byte-level BPE and SentencePiece mark word starts (`Ġ`, `▁`) instead."""
+
+    def __init__(self, tok: Any):
+        vocab: dict[str, int] = tok.get_vocab(with_added_tokens=True)
+        size = max(vocab.values()) + 1
+        prefix = getattr(tok.model, "continuing_subword_prefix", None)
+        cont = np.zeros(size, dtype=bool)
+        special = np.zeros(size, dtype=bool)
+        for token, i in vocab.items():
+            cont[i] = token.startswith(prefix) if prefix else not token.startswith(("Ġ", "▁"))
+        self.unk_id = _unk_id(tok)
+        for i, added in tok.get_added_tokens_decoder().items():
+            if added.special and i != self.unk_id:  # [CLS], [SEP], [PAD] frame the text; [UNK] is part of it
+                special[i] = True
+                cont[i] = False
+        self._cont, self._special = cont, special
+
+    def counts(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """float64 [n, 3]: tokens (special excluded), unknown-token rate, share of words split into pieces."""
+        ids = np.clip(input_ids, 0, len(self._cont) - 1)
+        real = (attention_mask > 0) & ~self._special[ids]
+        n = real.sum(axis=1)
+        unk = ((ids == self.unk_id) & real).sum(axis=1) if self.unk_id is not None else np.zeros(len(ids))
+        cont = self._cont[ids] & real
+        starts = real & ~cont
+        split = (starts[:, :-1] & cont[:, 1:]).sum(axis=1)
+        words = starts.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.stack([n, np.where(n > 0, unk / n, 0.0), np.where(words > 0, split / words, 0.0)], axis=1).astype(
+                np.float64
+            )
 
 
 def text_hash(text: str) -> str:
@@ -60,33 +106,26 @@ def _unk_id(tok: Any) -> int | None:
     return None if unk is None else tok.token_to_id(unk)
 
 
-def _features(text: str, enc: Any, unk_id: int | None) -> TextFeatures:
-    # Special tokens ([CLS], [SEP]) belong to the model's framing, not to the text.
-    ids = [i for i, special in zip(enc.ids, enc.special_tokens_mask, strict=True) if not special]
-    pieces: dict[int, int] = {}
-    for word in enc.word_ids:
-        if word is not None:
-            pieces[word] = pieces.get(word, 0) + 1
-    n_unk = sum(1 for i in ids if i == unk_id) if unk_id is not None else 0
-    return TextFeatures(
-        text_hash=text_hash(text),
-        length_chars=len(text),
-        length_tokens=len(ids),
-        unk_rate=n_unk / len(ids) if ids else 0.0,
-        subword_rate=sum(1 for n in pieces.values() if n > 1) / len(pieces) if pieces else 0.0,
-    )
-
-
-def text_features(tok: Any, texts: Sequence[str]) -> list[TextFeatures]:
-    """Features of each text, tokenized as one batch (the tokenizer's Rust side parallelizes it).
+def text_features(tok: Any, texts: Sequence[str], counter: TokenCounter | None = None) -> list[TextFeatures]:
+    """Features of each text against the tokenizer, counted as the server counts them (`TokenCounter`).
 
     Args:
         tok: a tokenizer from `load_feature_tokenizer` (any `tokenizers.Tokenizer` without padding).
         texts: the texts.
+        counter: the tokenizer's counter (None: built here).
 
     Returns:
         One TextFeatures per text, in order.
     """
-    unk_id = _unk_id(tok)
-    encs = tok.encode_batch(list(texts), add_special_tokens=True)
-    return [_features(t, e, unk_id) for t, e in zip(texts, encs, strict=True)]
+    counter = counter or TokenCounter(tok)
+    encs = [tok.encode(t, add_special_tokens=True) for t in texts]
+    width = max((len(e.ids) for e in encs), default=0)
+    ids = np.zeros((len(encs), width), dtype=np.int64)
+    mask = np.zeros((len(encs), width), dtype=np.int64)
+    for row, e in enumerate(encs):
+        ids[row, : len(e.ids)], mask[row, : len(e.ids)] = e.ids, 1
+    counts = counter.counts(ids, mask)
+    return [
+        TextFeatures(text_hash(t), len(t), int(c[0]), float(c[1]), float(c[2]))
+        for t, c in zip(texts, counts, strict=True)
+    ]
