@@ -119,6 +119,10 @@ def _statistic_panel(ax: Any, report: MonitorReport, feature: str, colours: dict
     if base is not None:
         ax.axhline(_shown(base, low), color="black", ls="--", lw=1, label="calibrated threshold")
     if low:
+        y0, y1 = ax.dataLim.y0, ax.dataLim.y1
+        if not (math.isfinite(y0) and math.isfinite(y1) and 0 < y0 and y1 > 1.01 * y0):  # about one value, or none
+            top = y1 if math.isfinite(y1) and y1 > 0 else 1.0
+            ax.set_ylim(top / 100, top * 10)
         ax.set_yscale("log")
     side = "p-value (drift: below the threshold)" if low else "distance (drift: above the threshold)"
     ax.set(title=feature, xlabel="window", ylabel=side)
