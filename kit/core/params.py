@@ -477,6 +477,9 @@ class MonitorParams(_Section):
     typo_rate: float = Field(0.08, gt=0, le=1, description="Character-noise shift: typo chance per character.")
     foreign_locale: str = Field("de_DE", description="Vocabulary shift: Faker locale the foreign texts come from.")
     ramp_windows: int = Field(5, ge=1, description="Gradual shift: windows from none to all texts shifted.")
+    gradual_kind: Literal["typos", "vocabulary", "length_long"] = Field(
+        "typos", description="Gradual shift: the shift that ramps in (typos is the subtlest of the three)."
+    )
     label_fraction: float = Field(
         0.3, ge=0, le=1, description="Share of requests whose true label arrives later (delayed labels)."
     )

@@ -247,8 +247,8 @@ def plot_detection_delay(report: MonitorReport, path: str | Path) -> Path:
         ax.text(0.5, 0.5, "no shift scenario", ha="center", va="center", transform=ax.transAxes)
     ax.set_ylabel("detection delay (windows)")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylim(bottom=0)
-    ax.margins(y=0.15)
+    # The scale is the shifted windows a scenario has: a delay of 0 reads as "at once", not as an empty plot.
+    ax.set_ylim(0, max((len(s.windows) - (s.shift_starts_at or 0) for s in shifts), default=1) + 0.5)
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(
         f"Detection delay · control false-alarm rate {report.control_false_alarm_rate:.1%} over "

@@ -120,7 +120,7 @@ def measure_overhead(
     embeddings: bool,
 ) -> LoggingOverhead:
     """Server throughput with the prediction log off and on, alternating (off, on, off, on, ...) so a slow spell of
-    the machine hits both; the ratio is of the medians.
+    the machine hits both; the ratio is the median over back-to-back (off, on) pairs.
 
     Args:
         model_dir: the serving dir.
@@ -152,7 +152,13 @@ def measure_overhead(
                 )  # fmt: skip
     off = statistics.median(r.throughput_rps for r in runs if not r.logging)
     on = statistics.median(r.throughput_rps for r in runs if r.logging)
+    # Each on run against the off run just before it: the machine's speed drifts over a minute of load, and a
+    # back-to-back pair shares that drift where medians over all runs would not.
+    pairs = [
+        b.throughput_rps / a.throughput_rps for a, b in zip(runs[::2], runs[1::2], strict=True) if a.throughput_rps
+    ]
     return LoggingOverhead(
         concurrency=concurrency, duration_s=duration_s, runs=runs, off_rps=off, on_rps=on,
-        ratio=round(on / off, 4) if off > 0 else 0.0, records_written=written, records_dropped=dropped,
+        ratio=round(statistics.median(pairs), 4) if pairs else 0.0, pair_ratios=[round(r, 4) for r in pairs],
+        records_written=written, records_dropped=dropped,
     )  # fmt: skip

@@ -100,7 +100,8 @@ class LoggingOverhead(BaseModel):
     runs: list[OverheadRun]
     off_rps: float  # median over the runs
     on_rps: float
-    ratio: float  # on / off; the goal is >= 0.95
+    ratio: float  # median of the back-to-back pairs' on / off; the goal is >= 0.95
+    pair_ratios: list[float] = []  # on / off of each (off, on) pair, in run order
     records_written: int
     records_dropped: int
 

@@ -92,7 +92,8 @@ def _scenarios(p: MonitorParams, root: Path) -> list[Scenario]:
     settings = ScenarioSettings(
         window_size=p.window_size, windows=p.shift_windows, control_windows=p.control_windows,
         shift_starts_at=p.shift_starts_at, prior_factor=p.prior_factor, typo_rate=p.typo_rate,
-        foreign_locale=p.foreign_locale, ramp_windows=p.ramp_windows, label_fraction=p.label_fraction, seed=p.seed,
+        foreign_locale=p.foreign_locale, ramp_windows=p.ramp_windows, gradual_kind=p.gradual_kind,
+        label_fraction=p.label_fraction, seed=p.seed,
     )  # fmt: skip
     return list(build_scenarios(load_pool(root / LAYOUT.split("test")), settings).values())
 
