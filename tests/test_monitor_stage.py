@@ -120,8 +120,8 @@ def test_a_missing_serve_report_is_named(tmp_path, project):
 
 def test_a_reference_of_another_model_version_is_refused_naming_both(project, report):
     ref = Reference.load(project / LAYOUT.monitor_reference_dir)
-    from kit.monitor.window import judge_window
     from kit.monitor.predlog_read import read_prediction_log
+    from kit.monitor.window import judge_window
 
     log = read_prediction_log(project / LAYOUT.monitor_log_dir).frame.head(30)
     other = Reference(profile=ref.profile.model_copy(update={"model_version": "v-old"}), sample=ref.sample,

@@ -12,7 +12,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from kit.core.io import sha256_file
 from kit.core.layout import LAYOUT
 from kit.core.params import load_params
 from kit.core.reports import BenchReport, read_report
@@ -46,8 +45,12 @@ optimize:
 def _identity_onnx(path: Path, metadata: dict[str, str] | None = None) -> Path:
     """A valid ONNX model that is not the kit's (a user's file), optionally stamped with metadata."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "user", [x],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "user",
+        [x],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     model = helper.make_model(graph)
     for k, v in (metadata or {}).items():
         model.metadata_props.add(key=k, value=v)
@@ -84,11 +87,21 @@ def test_run_optimize_writes_serving_dir_report_and_plots(project):
     root, report, _ = project
     serving = root / LAYOUT.serving_dir
     assert sorted(p.name for p in serving.iterdir()) == [
-        "labels.json", "model.onnx", "selection.json", "serving.json", "tokenizer.json"
+        "labels.json",
+        "model.onnx",
+        "selection.json",
+        "serving.json",
+        "tokenizer.json",
     ]
     chosen = report.selection.variant
     assert chosen in {"onnx_fp32", "onnx_int8", "student_int8"}
-    assert sha256_file(serving / "model.onnx") == sha256_file(root / LAYOUT.onnx_dir / f"{chosen}.onnx")
+    # The chosen variant's graph as is, plus its pooled embedding declared as a second output (the prediction log's).
+    served, variant = onnx.load(str(serving / "model.onnx")), onnx.load(str(root / LAYOUT.onnx_dir / f"{chosen}.onnx"))
+    assert [o.name for o in served.graph.output] == ["logits", "pooled"]
+    assert [n.name for n in served.graph.node[-1:]] == ["kit_pooled_output"]
+    del served.graph.node[-1], served.graph.output[-1]
+    assert served.SerializeToString() == variant.SerializeToString()
+    assert json.loads((serving / "serving.json").read_text())["pooled_output"] == "pooled"
     selection = json.loads((serving / "selection.json").read_text())
     assert selection["variant"] == chosen and selection["version"] == report.selection.version
     # The server loads what the stage wrote and answers with one probability row per text.
