@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE := 1
 export NO_MKDOCS_2_WARNING := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install tools run test docs serve-docs clean
+.PHONY: install tools run test docs serve-docs lab clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -38,6 +38,10 @@ docs: install
 
 serve-docs: install
 	mkdocs serve
+
+# JupyterLab on the project, saving notebooks without outputs (jupyter_server_config.py): Git and DVC stay clean.
+lab: install
+	jupyter lab --config=jupyter_server_config.py
 
 clean:
 	rm -rf reports/notebooks site

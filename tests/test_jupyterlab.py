@@ -51,9 +51,18 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     # Config, data and runtime dirs of its own: no user setting or running server of this machine takes part.
     env = dict(os.environ, HF_HUB_OFFLINE="1", JUPYTER_CONFIG_DIR=str(base / "cfg"),
                JUPYTER_RUNTIME_DIR=str(base / "run"), JUPYTER_PLATFORM_DIRS="1")  # fmt: skip
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={root}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        f"--config={REPO / 'jupyter_server_config.py'}",
+    ]  # as `make lab`
     if os.geteuid() == 0:  # CI containers run as root; Jupyter refuses that unless told
         cmd.append("--allow-root")
     log = base / "lab.log"
@@ -168,3 +177,23 @@ def test_committed_notebooks_hold_no_outputs_counts_or_volatile_metadata(stage):
     assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs before committing"
     assert set(nb.metadata) <= {"kernelspec", "language_info"}, sorted(nb.metadata)
     assert all(set(c.metadata) <= {"tags"} for c in nb.cells), [dict(c.metadata) for c in nb.cells if c.metadata]
+
+
+def test_saving_a_notebook_run_by_hand_keeps_only_what_a_person_wrote(lab):
+    import nbformat
+
+    path = "notebooks/06_cost.ipynb"
+    model = lab.get(f"/api/contents/{path}").json()
+    nb = model["content"]
+    for n, cell in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
+        cell["execution_count"] = n + 1  # what running it in the lab leaves behind
+        cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "ran by hand\n"}]
+        cell["metadata"]["execution"] = {"iopub.status.busy": "2026-12-01T00:00:00Z"}
+    nb["metadata"]["widgets"] = {"state": {}}
+    saved = httpx.put(
+        f"{lab.url}/api/contents/{path}", json={"type": "notebook", "format": "json", "content": nb},
+        headers={"Authorization": f"token {lab.token}"}, timeout=30,
+    )  # fmt: skip
+    assert saved.status_code == 200, saved.text
+    # jupyter_server_config.py's pre-save hook stripped the run: the saved notebook is the committed one.
+    assert nbformat.read(lab.root / path, as_version=4) == nbformat.read(REPO / path, as_version=4)
