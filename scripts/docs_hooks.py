@@ -1,12 +1,15 @@
 """MkDocs hooks: render each stage's executed notebook and the params reference generated from the schema (whole, or
 one section's table on its stage page).
-The executed copy (reports/notebooks/) is shown when the pipeline has run; the source notebook otherwise."""
+The executed copy (reports/notebooks/) is shown when the pipeline has run; the source notebook otherwise. The build
+fails on a notebook holding an error output and on a page over the size budget (`extra.page_budget_mb`, 5 MB)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+from mkdocs.exceptions import PluginError
 from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
 
@@ -14,6 +17,18 @@ ROOT = Path(__file__).resolve().parents[1]
 MARKER = "<!-- params-reference -->"
 # One section's table on its stage page: <!-- params-reference:monitor -->
 SECTION_MARKER = re.compile(r"<!-- params-reference:(\w+) -->")
+DEFAULT_BUDGET_MB = 5.0
+
+
+def notebook_errors(path: Path) -> list[str]:
+    """Where an executed notebook holds an error output: "cell N: Ename: value" per error."""
+    cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+    return [
+        f"cell {i}: {out.get('ename')}: {str(out.get('evalue'))[:200]}"
+        for i, cell in enumerate(cells)
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "error"
+    ]
 
 
 @event_priority(100)  # before mkdocs-jupyter, so it converts the notebooks added here
@@ -22,6 +37,9 @@ def on_files(files, config):
         executed = ROOT / "reports" / "notebooks" / src.name
         # A plain File rooted where the notebook lies: mkdocs-jupyter's wrapper cannot read generated files.
         base = ROOT / "reports" if executed.is_file() else ROOT
+        if executed.is_file() and (errors := notebook_errors(executed)):
+            # mkdocs-jupyter would render the traceback as if it were a result; a failed run is not documentation
+            raise PluginError(f"{executed.relative_to(ROOT)} holds error output(s): {'; '.join(errors)}")
         files.append(File(f"notebooks/{src.name}", str(base), config["site_dir"], config["use_directory_urls"]))
     return files
 
@@ -44,3 +62,16 @@ def on_page_markdown(markdown, page, config, files):
         markdown = markdown.replace(MARKER, ref)
         markdown = SECTION_MARKER.sub(lambda m: section_reference(ref, m.group(1)), markdown)
     return markdown
+
+
+def on_post_build(config):
+    budget = float(config["extra"].get("page_budget_mb", DEFAULT_BUDGET_MB))
+    site = Path(config["site_dir"])
+    over = sorted(
+        (p.stat().st_size / 2**20, p.relative_to(site).as_posix())
+        for p in site.rglob("*.html")
+        if p.stat().st_size > budget * 2**20
+    )
+    if over:
+        pages = ", ".join(f"{name} ({size:.1f} MB)" for size, name in over)
+        raise PluginError(f"page(s) over the {budget:g} MB budget (extra.page_budget_mb): {pages}")
