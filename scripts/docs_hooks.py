@@ -15,6 +15,7 @@ from mkdocs.structure.files import File
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "<!-- params-reference -->"
+LINEAGE_MARKER = "<!-- lineage -->"
 # One section's table on its stage page: <!-- params-reference:monitor -->
 SECTION_MARKER = re.compile(r"<!-- params-reference:(\w+) -->")
 DEFAULT_BUDGET_MB = 5.0
@@ -54,7 +55,19 @@ def section_reference(reference: str, section: str) -> str:
     raise ValueError(f"params reference has no section {section!r}")
 
 
+def _lineage() -> str:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("kit_docs_lineage", ROOT / "scripts" / "lineage.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.lineage_markdown(ROOT)
+
+
 def on_page_markdown(markdown, page, config, files):
+    if LINEAGE_MARKER in markdown:
+        markdown = markdown.replace(LINEAGE_MARKER, _lineage())
     if MARKER in markdown or SECTION_MARKER.search(markdown):
         from kit.core.params import reference_markdown
 

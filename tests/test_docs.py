@@ -55,3 +55,27 @@ def test_a_page_over_the_size_budget_fails_the_build_naming_it(tmp_path):
     with pytest.raises(PluginError, match=r"big/index.html \(0.3 MB\)") as err:
         hooks.on_post_build({"extra": {"page_budget_mb": 0.1}, "site_dir": str(tmp_path)})
     assert "small" not in str(err.value)
+
+
+def test_lineage_page_is_dvc_yaml_and_dvc_lock(tmp_path):
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("lineage", REPO / "scripts" / "lineage.py")
+    lineage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lineage)
+    page = lineage.lineage_markdown(REPO)
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    lock = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
+    assert "```mermaid\ngraph LR\n" in page
+    for edge in ("data --> finetune", "finetune --> optimize", "optimize --> deploy", "deploy --> monitor"):
+        assert f"  {edge}\n" in page, edge
+    for name in stages:
+        assert f"## {name}\n" in page
+        for out in lock[name]["outs"]:  # every output the lock records, with its hash
+            assert f"| `{out['path']}` | `{out['md5'][:12]}` |" in page, out["path"]
+    # A project that never ran: the graph still, and each stage says so.
+    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    fresh = lineage.lineage_markdown(tmp_path)
+    assert "data --> finetune" in fresh and fresh.count("Not run yet") == len(stages)
