@@ -3,6 +3,7 @@ BERT with the embedded tokenizer, `kit serve` as a subprocess, and reference ans
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -193,3 +194,25 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait()
             raise
+
+
+def serve_params(**kw: object):  # -> kit.core.params.ServeParams
+    """Serve params for in-process tests: one ORT thread, no access log, `kw` on top."""
+    from kit.core.params import ServeParams
+
+    return ServeParams(**({"threads": 1, "access_log": False} | kw))
+
+
+async def in_process(app, fn):
+    """Run `fn(client)` against the app with its lifespan, once the model is ready."""
+    import httpx
+
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            for _ in range(600):
+                if (await client.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise TimeoutError((await client.get("/readyz")).text)
+            return await fn(client)

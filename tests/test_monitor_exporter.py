@@ -24,6 +24,7 @@ from kit.monitor.exporter import DriftPublisher, PushSettings, WindowSignals, ve
 from kit.monitor.features import FeatureSpec, MonitorError
 from kit.monitor.profile import Reference, build_reference
 from kit.monitor.verdict import DRIFT, NO_DRIFT, NOT_ENOUGH_DATA, FeatureVerdict, WindowVerdict, window_verdict
+from tests.fixtures_monitor import features
 from tests.fixtures_prometheus import PROMETHEUS, PUSHGATEWAY, Prom, run_prometheus, run_pushgateway, scrape_job
 from tests.fixtures_serve import ServerProcess, build_tiny_serving_dir, free_port
 
@@ -55,24 +56,9 @@ needs_prometheus = pytest.mark.skipif(
 )
 
 
-# ------------------------------------------------------------------------------------------------- synthetic data
-def synthetic(n: int, *, seed: int, length_scale: float = 1.0, label_p=(0.3, 0.4, 0.3)) -> pd.DataFrame:
-    """Prediction features shaped like the prediction log's, without a server."""
-    rng = np.random.default_rng(seed)
-    chars = np.round(rng.lognormal(np.log(80), 0.4, n) * length_scale).astype(int) + 1
-    return pd.DataFrame(
-        {
-            "length_chars": chars,
-            "length_tokens": np.maximum(1, chars // 4),
-            "confidence": rng.beta(6, 2, n),
-            "label": rng.choice(["negative", "neutral", "positive"], n, p=label_p),
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def synthetic_reference() -> Reference:
-    return build_reference(synthetic(1200, seed=1), model_version="v1", features=FEATS, settings=CALIBRATION)
+    return build_reference(features(1200, seed=1), model_version="v1", features=FEATS, settings=CALIBRATION)
 
 
 def _exposition(registry: CollectorRegistry) -> dict[str, dict[tuple, float]]:
@@ -86,7 +72,7 @@ def _exposition(registry: CollectorRegistry) -> dict[str, dict[tuple, float]]:
 
 # ---------------------------------------------------------------------------------------------- gauges, no network
 def test_a_drifted_window_becomes_the_contracts_gauges(synthetic_reference):
-    window = synthetic(WINDOW, seed=7, length_scale=2.0, label_p=(0.1, 0.3, 0.6))
+    window = features(WINDOW, seed=7, length_scale=2.0, label_p=(0.1, 0.3, 0.6))
     verdict = window_verdict(synthetic_reference, window, model_version="v1")
     assert verdict.status == DRIFT and "length_chars" in verdict.drifted_features
     truth = window["label"].where(np.arange(WINDOW) % 3 == 0)  # a third of the delayed labels arrived
@@ -112,12 +98,12 @@ def test_a_drifted_window_becomes_the_contracts_gauges(synthetic_reference):
 
 
 def test_a_calm_window_publishes_zero_decisions_and_a_small_one_no_decision(synthetic_reference):
-    calm = window_verdict(synthetic_reference, synthetic(WINDOW, seed=8), model_version="v1")
+    calm = window_verdict(synthetic_reference, features(WINDOW, seed=8), model_version="v1")
     assert calm.status == NO_DRIFT
-    exp = _exposition(verdict_registry(window_signals(calm, synthetic_reference, synthetic(WINDOW, seed=8))))
+    exp = _exposition(verdict_registry(window_signals(calm, synthetic_reference, features(WINDOW, seed=8))))
     assert exp[m.DRIFT_DETECTED.name][()] == 0 and set(exp[m.DRIFT_FEATURE_DETECTED.name].values()) == {0.0}
     assert m.MACRO_F1.name not in exp  # no delayed labels: no quality figure, rather than a made-up one
-    small = synthetic(10, seed=9)
+    small = features(10, seed=9)
     tiny = window_verdict(synthetic_reference, small, model_version="v1")
     assert tiny.status == NOT_ENOUGH_DATA
     exp = _exposition(verdict_registry(window_signals(tiny, synthetic_reference, small, true_labels=small["label"])))
@@ -126,13 +112,13 @@ def test_a_calm_window_publishes_zero_decisions_and_a_small_one_no_decision(synt
 
 
 def test_window_signals_refuse_unusable_inputs(synthetic_reference):
-    window = synthetic(WINDOW, seed=8)
+    window = features(WINDOW, seed=8)
     verdict = window_verdict(synthetic_reference, window, model_version="v1")
     with pytest.raises(MonitorError, match="predicted-label column 'label'"):
         window_signals(verdict, synthetic_reference, window.drop(columns="label"))
     with pytest.raises(MonitorError, match="aligned"):
         window_signals(verdict, synthetic_reference, window, true_labels=window["label"].iloc[::-1])
-    no_label = build_reference(synthetic(1200, seed=1), model_version="v1", features=FEATS[:1], settings=CALIBRATION)
+    no_label = build_reference(features(1200, seed=1), model_version="v1", features=FEATS[:1], settings=CALIBRATION)
     with pytest.raises(MonitorError, match="no class shares for 'label'"):
         window_signals(verdict, no_label, window)
 

@@ -19,11 +19,10 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kit.core.errors import ModelDirError
+from kit.serve.app import create_app
 from kit.serve.batcher import MicroBatcher
 from kit.serve.model import read_model_dir
-from kit.core.errors import ModelDirError
-from kit.core.params import ServeParams
-from kit.serve.app import create_app
 from tests.fixtures_serve import (
     LABELS,
     ROOT,
@@ -32,6 +31,8 @@ from tests.fixtures_serve import (
     ServerProcess,
     assert_matches,
     build_tiny_serving_dir,
+    in_process,
+    serve_params,
 )
 
 JSON = {"content-type": "application/json"}
@@ -45,23 +46,6 @@ def serving_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def ref(serving_dir: Path) -> Reference:
     return Reference(serving_dir, max_length=64)
-
-
-def _params(**kw: object) -> ServeParams:
-    return ServeParams(**({"threads": 1, "access_log": False} | kw))
-
-
-async def _in_process(app, fn):
-    """Run `fn(client)` against the app with its lifespan, once the model is ready."""
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            for _ in range(600):
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise TimeoutError((await client.get("/readyz")).text)
-            return await fn(client)
 
 
 def _metrics(text: str) -> dict[tuple[str, tuple], float]:
@@ -129,7 +113,7 @@ def test_cli_refuses_unusable_model_dirs(serving_dir: Path, tmp_path: Path) -> N
 def test_predict_matches_plain_onnxruntime_and_readyz_lifecycle(serving_dir: Path, ref: Reference) -> None:
     from fastapi.testclient import TestClient
 
-    app = create_app(serving_dir, _params())
+    app = create_app(serving_dir, serve_params())
     texts = SAMPLE_TEXTS[:6] + ["", "nul \x00 byte", "émoji 🙂🙃 RTL \u05e9\u05dc\u05d5\u05dd", "long " * 400]
     assert TestClient(app).get("/readyz").status_code == 503  # no lifespan yet: not loaded
     with TestClient(app) as client:
@@ -157,7 +141,7 @@ def test_model_that_fails_to_load_answers_503_not_hang(serving_dir: Path, tmp_pa
     bad = tmp_path / "bad"
     shutil.copytree(serving_dir, bad)
     (bad / "model.onnx").write_bytes(b"garbage")
-    with TestClient(create_app(bad, _params())) as client:
+    with TestClient(create_app(bad, serve_params())) as client:
         for _ in range(200):
             r = client.get("/readyz")
             if r.json()["status"] == "failed":
@@ -169,7 +153,7 @@ def test_model_that_fails_to_load_answers_503_not_hang(serving_dir: Path, tmp_pa
 
 
 def test_micro_batching_groups_concurrent_requests_with_unchanged_results(serving_dir: Path, ref: Reference) -> None:
-    app = create_app(serving_dir, _params(max_batch_size=16, max_delay_ms=50))
+    app = create_app(serving_dir, serve_params(max_batch_size=16, max_delay_ms=50))
     rng = random.Random(1)
     texts = [f"{rng.choice(SAMPLE_TEXTS)} #{i} " + "word " * rng.randint(0, 40) for i in range(24)]
     big = [f"text {i} " * (i % 7 + 1) for i in range(40)]  # more than one batch: split, answered in order
@@ -179,7 +163,7 @@ def test_micro_batching_groups_concurrent_requests_with_unchanged_results(servin
         large = await client.post("/predict", json={"texts": big})
         return singles, large, (await client.get("/metrics")).text
 
-    singles, large, metrics_text = asyncio.run(_in_process(app, traffic))
+    singles, large, metrics_text = asyncio.run(in_process(app, traffic))
     assert all(r.status_code == 200 for r in singles)
     assert_matches([r.json()["predictions"][0] for r in singles], ref, texts)
     assert large.status_code == 200
@@ -215,7 +199,7 @@ def test_batcher_isolates_a_request_that_breaks_its_batch() -> None:
 
 
 def test_metrics_move_by_the_traffic_sent(serving_dir: Path) -> None:
-    app = create_app(serving_dir, _params(max_delay_ms=0))
+    app = create_app(serving_dir, serve_params(max_delay_ms=0))
     sizes = [1, 2, 3, 1, 3]
 
     async def traffic(client: httpx.AsyncClient):
@@ -232,7 +216,7 @@ def test_metrics_move_by_the_traffic_sent(serving_dir: Path) -> None:
             await client.get("/healthz")
         return before, answers, _metrics((await client.get("/metrics")).text)
 
-    before, answers, m = asyncio.run(_in_process(app, traffic))
+    before, answers, m = asyncio.run(in_process(app, traffic))
 
     def moved(name: str, **labels: str) -> float:
         key = (name, tuple(sorted(labels.items())))
@@ -265,7 +249,7 @@ def test_opentelemetry_span_per_request_when_enabled(serving_dir: Path) -> None:
     from opentelemetry.trace import SpanKind
 
     exporter = InMemorySpanExporter()
-    app = create_app(serving_dir, _params(otel_enabled=True), span_processor=SimpleSpanProcessor(exporter))
+    app = create_app(serving_dir, serve_params(otel_enabled=True), span_processor=SimpleSpanProcessor(exporter))
 
     async def traffic(client: httpx.AsyncClient):
         exporter.clear()  # readiness polls are excluded anyway; start from nothing
@@ -274,7 +258,7 @@ def test_opentelemetry_span_per_request_when_enabled(serving_dir: Path) -> None:
         assert (await client.post("/predict", json={"texts": 5})).status_code == 422
         await client.get("/healthz")
 
-    asyncio.run(_in_process(app, traffic))
+    asyncio.run(in_process(app, traffic))
     spans = exporter.get_finished_spans()
     server = [s for s in spans if s.kind == SpanKind.SERVER]
     assert len(server) == 4 and all(s.attributes.get("http.route") == "/predict" for s in server)

@@ -20,7 +20,7 @@ from kit.serve.model import OnnxTextClassifier, read_model_dir
 from kit.serve.pooled import pooled_output_name
 from kit.serve.predlog import LogSettings, PredictionLogError, decode_embeddings, encode_embedding
 from kit.serve.textfeatures import load_feature_tokenizer, text_features
-from tests.fixtures_serve import SAMPLE_TEXTS, ServerProcess, build_tiny_serving_dir
+from tests.fixtures_serve import SAMPLE_TEXTS, ServerProcess, build_tiny_serving_dir, in_process, serve_params
 
 HIDDEN = 32  # the tiny fixture BERT's hidden size
 
@@ -28,23 +28,6 @@ HIDDEN = 32  # the tiny fixture BERT's hidden size
 @pytest.fixture(scope="module")
 def serving_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_serving_dir(tmp_path_factory.mktemp("serving") / "model", max_length=64)
-
-
-def _params(**kw: object) -> ServeParams:
-    return ServeParams(**({"threads": 1, "access_log": False} | kw))
-
-
-async def _in_process(app, fn):
-    """Run `fn(client)` against the app with its lifespan, once the model is ready."""
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            for _ in range(600):
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                await asyncio.sleep(0.05)
-            else:
-                raise TimeoutError((await client.get("/readyz")).text)
-            return await fn(client)
 
 
 def _closed_lines(log_dir: Path) -> list[dict]:
@@ -102,7 +85,7 @@ def test_kit_serve_logs_one_record_per_text_with_the_served_answers(serving_dir:
 # ------------------------------------------------------------------------------------------------- in-process app
 def test_raw_text_only_when_allowed_and_metrics_count_records(serving_dir: Path, tmp_path: Path) -> None:
     plog = {"enabled": True, "dir": str(tmp_path / "logs"), "log_text": True, "embeddings": False}
-    app = create_app(serving_dir, _params(prediction_log=plog))
+    app = create_app(serving_dir, serve_params(prediction_log=plog))
     texts = ["hello world", "émoji 🙂", "x"]
 
     async def traffic(client: httpx.AsyncClient):
@@ -115,7 +98,7 @@ def test_raw_text_only_when_allowed_and_metrics_count_records(serving_dir: Path,
             await asyncio.sleep(0.05)
         raise AssertionError(metrics)
 
-    metrics = asyncio.run(_in_process(app, traffic))
+    metrics = asyncio.run(in_process(app, traffic))
     assert 'kit_prediction_log_records_total{outcome="dropped"} 0.0' in metrics
     lines = sorted(_closed_lines(tmp_path / "logs"), key=lambda d: d["request_id"])
     assert [(d["request_id"], d["text"]) for d in lines] == [("abc-0", texts[0]), ("abc-1", texts[1]), ("abc-2", "x")]
@@ -123,7 +106,7 @@ def test_raw_text_only_when_allowed_and_metrics_count_records(serving_dir: Path,
 
 
 def test_request_ids_are_validated_and_echoed(serving_dir: Path, tmp_path: Path) -> None:
-    app = create_app(serving_dir, _params())
+    app = create_app(serving_dir, serve_params())
 
     async def traffic(client: httpx.AsyncClient):
         out = {}
@@ -133,7 +116,7 @@ def test_request_ids_are_validated_and_echoed(serving_dir: Path, tmp_path: Path)
         out["bad body"] = await client.post("/predict", json={"texts": []}, headers={"x-request-id": "k1"})
         return out
 
-    res = asyncio.run(_in_process(app, traffic))
+    res = asyncio.run(in_process(app, traffic))
     for name in ("long", "slash", "empty", "quote"):
         assert res[name].status_code == 422, name
         assert res[name].json()["error"].startswith("x-request-id header: must be 1-128 characters")
@@ -143,13 +126,13 @@ def test_request_ids_are_validated_and_echoed(serving_dir: Path, tmp_path: Path)
 
 def test_logging_off_creates_no_dir_and_no_writer(serving_dir: Path, tmp_path: Path) -> None:
     log_dir = tmp_path / "logs"
-    app = create_app(serving_dir, _params(prediction_log={"enabled": False, "dir": str(log_dir)}))
+    app = create_app(serving_dir, serve_params(prediction_log={"enabled": False, "dir": str(log_dir)}))
 
     async def traffic(client: httpx.AsyncClient):
         assert (await client.post("/predict", json={"texts": ["a", "b"]})).status_code == 200
         return [t.name for t in threading.enumerate()], app.state.kit.recorder
 
-    threads, recorder = asyncio.run(_in_process(app, traffic))
+    threads, recorder = asyncio.run(in_process(app, traffic))
     assert "prediction-log" not in threads and recorder is None and not log_dir.exists()
     assert ServeParams().prediction_log.enabled is False
 
@@ -161,7 +144,7 @@ def test_predict_span_names_model_and_micro_batch(serving_dir: Path) -> None:
     exporter = InMemorySpanExporter()
     # A fixed 1 s wait and batches of 2: two concurrent one-text requests always share a batch, and run as soon as
     # they fill it; a lone 3-text request runs as 2 + 1.
-    params = _params(otel_enabled=True, max_batch_size=2, max_delay_ms=1000, batch_wait="fixed")
+    params = serve_params(otel_enabled=True, max_batch_size=2, max_delay_ms=1000, batch_wait="fixed")
     app = create_app(serving_dir, params, span_processor=SimpleSpanProcessor(exporter))
 
     async def traffic(client: httpx.AsyncClient):
@@ -170,7 +153,7 @@ def test_predict_span_names_model_and_micro_batch(serving_dir: Path) -> None:
         lone = await client.post("/predict", json={"texts": SAMPLE_TEXTS[2:5]})
         assert all(r.status_code == 200 for r in [*pair, lone])
 
-    asyncio.run(_in_process(app, traffic))
+    asyncio.run(in_process(app, traffic))
     spans = sorted((s for s in exporter.get_finished_spans() if s.name == "kit.predict"), key=lambda s: s.start_time)
     assert [(s.attributes["kit.n_texts"], s.attributes["kit.batch_size"]) for s in spans] == [(1, 2), (1, 2), (3, 2)]
     for s in spans:
