@@ -19,7 +19,7 @@ from kit.core.io import read_labels
 from kit.core.metrics import classification_metrics
 from kit.core.params import ModelParams, load_params
 from kit.core.reports import TrainReport, read_report
-from kit.finetune import fit_baseline, load_model, load_splits, run_finetune, sample_rows
+from kit.finetune import check_quality_gate, fit_baseline, load_model, load_splits, run_finetune, sample_rows
 from kit.finetune.checkpoint import MARKER, find_resume_checkpoint
 from kit.finetune.trainer import class_weights, training_order
 from tests.fixtures_finetune import LABELS, make_project, synthetic_split
@@ -388,6 +388,17 @@ def test_quality_gate_fails_but_writes_model_and_rerun_is_bitwise_identical(refe
     assert read_report(root / "reports" / "train.json", TrainReport).gate.passed is False
     # Determinism: an independent fresh run with the same params and data gives the same bytes.
     assert (root / WEIGHTS).read_bytes() == (reference[0] / WEIGHTS).read_bytes()
+
+
+def test_gate_relative_to_the_baseline_names_both_figures_and_the_param(reference):
+    report = read_report(reference[0] / "reports" / "train.json", TrainReport)
+    gain = 100 * report.macro_f1_gain
+    assert report.gate.min_gain_over_baseline == -100.0 and report.gate.passed
+    check_quality_gate(report, 0.0, gain - 0.5)  # beats the baseline by more than asked: passes
+    with pytest.raises(QualityGateError, match=r"beats the TF-IDF baseline \(0\.\d{4}\) by [-+]\d+\.\d\d points < "
+                       r"finetune.min_gain_over_baseline [-+]\d+\.\d\d; the model was still written to models/finetune"):
+        check_quality_gate(report, 0.0, gain + 0.5)
+    check_quality_gate(report, 0.0, None)  # no baseline gate asked
 
 
 def test_sigkill_run_resumes_instead_of_restarting(interrupted):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kit.core.headline import REPORT_FILES
 from kit.core.layout import LAYOUT, STAGE_NAMES
 from kit.core.runner import STAGES
 
@@ -183,15 +184,13 @@ def test_layout_paths_are_what_dvc_yaml_declares():
         return {d if isinstance(d, str) else next(iter(d)) for d in dvc[stage].get(kind, [])}
 
     assert {LAYOUT.split(s) for s in ("train", "validation", "test")} | {LAYOUT.labels} <= declared("data", "outs")
-    assert LAYOUT.data_report in declared("data", "metrics")
-    assert LAYOUT.finetune_dir in declared("finetune", "outs") and LAYOUT.train_report in declared(
-        "finetune", "metrics"
-    )
+    for stage, report in REPORT_FILES.items():  # the detailed report is an output, its headline the metrics file
+        assert report in declared(stage, "outs") and declared(stage, "metrics") == {
+            f"{LAYOUT.metrics_dir}/{stage}.json"
+        }
+    assert LAYOUT.finetune_dir in declared("finetune", "outs")
     assert {LAYOUT.onnx_dir, LAYOUT.serving_dir} <= declared("optimize", "outs")
-    assert LAYOUT.finetune_dir in declared("optimize", "deps") and LAYOUT.bench_report in declared(
-        "optimize", "metrics"
-    )
-    assert LAYOUT.serving_dir in declared("deploy", "deps") and LAYOUT.serve_report in declared("deploy", "metrics")
+    assert LAYOUT.finetune_dir in declared("optimize", "deps") and LAYOUT.serving_dir in declared("deploy", "deps")
     assert LAYOUT.manifests_dir in declared("deploy", "outs")
     for name in STAGE_NAMES:
         assert STAGES[name].notebook in declared(name, "deps")

@@ -22,6 +22,7 @@ class Layout:
     reports_dir: str = "reports"
     plots_dir: str = "reports/plots"
     notebooks_out: str = "reports/notebooks"
+    metrics_dir: str = "reports/metrics"  # the headline figures per stage: what DVC declares as metrics
     data_report: str = "reports/data.json"
     train_report: str = "reports/train.json"
     bench_report: str = "reports/bench.json"

@@ -175,6 +175,14 @@ class FinetuneParams(_Section):
     min_macro_f1: float = Field(
         0.0, ge=0, le=1, description="Quality gate: the stage fails when test macro-F1 is lower."
     )
+    min_gain_over_baseline: float = Field(
+        1.0,
+        ge=-100,
+        le=100,
+        description="Quality gate relative to the TF-IDF baseline fitted on the same rows: the stage fails when the "
+        "fine-tuned model's test macro-F1 does not beat the baseline's by at least this many percentage points "
+        "(a model below the baseline is not worth optimizing and serving). Negative values tolerate a loss.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneParams:

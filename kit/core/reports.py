@@ -183,7 +183,10 @@ class TrainRun(_TrainPart):
 
 
 class QualityGate(_TrainPart):
+    """Both gates of the finetune stage: an absolute macro-F1 floor and a gain over the baseline (points)."""
+
     min_macro_f1: float
+    min_gain_over_baseline: float | None = None
     passed: bool
 
 

@@ -16,7 +16,7 @@ __all__ = ["MARKER", "CHECKPOINT_PREFIX", "run_fingerprint", "checkpoints", "fin
 MARKER = "kit_complete.json"  # written last into a checkpoint: a checkpoint without it is half-written
 CHECKPOINT_PREFIX = "checkpoint-"
 # Keys that change neither the weights nor the data order: a checkpoint stays valid when only these differ.
-_NOT_FINGERPRINTED = {"min_macro_f1", "keep_checkpoints", "checkpoint_dir", "logging_steps"}
+_NOT_FINGERPRINTED = {"min_macro_f1", "min_gain_over_baseline", "keep_checkpoints", "checkpoint_dir", "logging_steps"}
 
 
 def run_fingerprint(params: Params, data_dir: str | Path, world_size: int = 1) -> str:

@@ -87,7 +87,8 @@ def render_model_card(report: TrainReport, params: Params) -> str:
         f"| TF-IDF + logistic regression (same training rows) | {_pct(b.accuracy)} | {_pct(b.macro_f1)} |",
         "",
         f"Fine-tuning gains {report.macro_f1_gain * 100:+.1f} points of macro-F1 over the baseline. "
-        f"Quality gate (`finetune.min_macro_f1` = {t.min_macro_f1}): {'passed' if report.gate.passed else 'FAILED'}.",
+        f"Quality gate (`finetune.min_macro_f1` = {t.min_macro_f1}, `finetune.min_gain_over_baseline` = "
+        f"{t.min_gain_over_baseline} points): {'passed' if report.gate.passed else 'FAILED'}.",
         "",
         "| class | precision | recall | F1 | support | baseline F1 |",
         "|---|---|---|---|---|---|",

@@ -29,15 +29,25 @@ if TYPE_CHECKING:  # heavy imports stay inside functions so `import kit.finetune
 __all__ = ["check_quality_gate", "run_finetune"]
 
 
-def check_quality_gate(report: TrainReport, min_macro_f1: float) -> None:
-    """Raise QualityGateError when the test macro-F1 in `report` is below `min_macro_f1`."""
+def check_quality_gate(report: TrainReport, min_macro_f1: float, min_gain_points: float | None = None) -> None:
+    """Raise QualityGateError when the test macro-F1 in `report` is below `min_macro_f1`, or (with the baseline in
+    the report) beats the baseline's by fewer than `min_gain_points` percentage points."""
     got = report.model.macro_f1
+    base = f"{report.baseline.macro_f1:.4f}" if report.baseline else "n/a"
+    kept = f"the model was still written to {report.outputs['model_dir']} for inspection"
     if got < min_macro_f1:
-        base = f"{report.baseline.macro_f1:.4f}" if report.baseline else "n/a"
         raise QualityGateError(
             f"quality gate failed: test macro-F1 {got:.4f} < finetune.min_macro_f1 {min_macro_f1:.4f} "
-            f"(baseline {base}); the model was still written to {report.outputs['model_dir']} for inspection"
+            f"(baseline {base}); {kept}"
         )
+    if min_gain_points is not None and report.macro_f1_gain is not None:
+        gain = 100 * report.macro_f1_gain
+        if gain < min_gain_points:
+            raise QualityGateError(
+                f"quality gate failed: test macro-F1 {got:.4f} beats the TF-IDF baseline ({base}) by {gain:+.2f} "
+                f"points < finetune.min_gain_over_baseline {min_gain_points:+.2f}; {kept}. Fine-tuning did not pay: "
+                "check finetune.learning_rate, epochs and train_rows before optimizing and serving this model"
+            )
 
 
 def _training_arguments(t: FinetuneParams, ckpt_dir: Path, world: int) -> TrainingArguments:
@@ -166,6 +176,8 @@ def _write_outputs(
     report.confusion["TF-IDF + LR baseline"] = base.pop("confusion")
     report.baseline = BaselineScores.model_validate(base)
     report.macro_f1_gain = round(report.model.macro_f1 - report.baseline.macro_f1, 4)
+    report.gate.min_gain_over_baseline = params.finetune.min_gain_over_baseline
+    report.gate.passed = report.gate.passed and 100 * report.macro_f1_gain >= params.finetune.min_gain_over_baseline
     save_model_dir(trainer.model, tokenizer, report.labels, model_dir)
     report.train.stage_time_s = round(time.perf_counter() - stage_start, 2)
     write_report(reports_dir / "train.json", report)
@@ -216,7 +228,8 @@ def run_finetune(
         data_dir: the data stage's output directory.
         model_dir: where the fine-tuned model directory goes.
         reports_dir: where train.json, model_card.md, plots/ and train_live/ go.
-        enforce_gate: raise QualityGateError when test macro-F1 < finetune.min_macro_f1 (after writing everything).
+        enforce_gate: raise QualityGateError when test macro-F1 < finetune.min_macro_f1 or its gain over the
+            baseline < finetune.min_gain_over_baseline points (after writing everything).
 
     Returns:
         The report written to reports/train.json, with `history` (the Trainer's log) and `confusion` matrices,
@@ -298,5 +311,5 @@ def run_finetune(
         say(_summary(report), flush=True)
     trainer.accelerator.wait_for_everyone()
     if enforce_gate and rank == 0:
-        check_quality_gate(report, t.min_macro_f1)
+        check_quality_gate(report, t.min_macro_f1, t.min_gain_over_baseline)
     return report
