@@ -49,13 +49,29 @@ def test_repro_runs_every_stage_then_nothing(project):
         assert (project / "data" / f"{split}.parquet").stat().st_size > 0
     assert (project / "reports/notebooks/01_data.ipynb").is_file()
     metrics = json.loads(sh(["dvc", "metrics", "show", "--json"], project, stdout_only=True))
-    data = metrics[""]["data"]["reports/data.json"]["data"]
-    assert data["rows_read"] == 38158 and data["rows"]["total"] == 900
+    assert metrics[""]["data"]["reports/metrics/data.json"]["data"] == {"rows": 900.0}
+    assert json.loads((project / "reports/data.json").read_text())["rows_read"] == 38158
     sh(["dvc", "plots", "show", "-o", "plots_html"], project)
     html = (project / "plots_html" / "index.html").read_text()
     assert "data_class_balance.png" in html and "data_text_length.png" in html
     assert ran(sh(["dvc", "repro"], project)) == []
     assert "up to date" in sh(["dvc", "status"], project)
+
+
+def test_exp_show_and_metrics_diff_read_as_short_tables(project):
+    # What a DVC user compares: the headline figures of two experiments, in a normal terminal.
+    sh(["git", "add", "-A"], project)
+    sh(["git", "-c", "user.name=kit", "-c", "user.email=kit@example.com", "commit", "-qm", "tiny run"], project)
+    sh(["dvc", "exp", "run", "-n", "busier", "-S", "cost.traffic.requests_per_day=5000000"], project)
+    env = {**run_env(), "COLUMNS": "160"}
+    res = subprocess.run(["dvc", "exp", "show", "--no-pager", "--only-changed"], cwd=project, env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    table = res.stdout
+    assert res.returncode == 0 and "busier" in table and "usd_per_1m" in table and "usd_month" in table, table
+    assert "…" not in table and max(map(len, table.splitlines())) <= 160, table
+    diff = sh(["dvc", "metrics", "diff", "HEAD"], project, stdout_only=True)  # workspace = the experiment's results
+    lines = [line for line in diff.splitlines() if line.strip()]
+    assert any("usd_month" in line for line in lines) and len(lines) <= 6, diff
 
 
 def _text_outputs(project: Path) -> list[Path]:
