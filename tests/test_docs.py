@@ -241,4 +241,22 @@ def test_site_loads_nothing_from_off_the_machine(site):
     )
     for page in site.rglob("*.html"):
         assert not loads.search(page.read_text()), page.relative_to(site)
-    assert "fonts.googleapis" not in (site / "index.html").read_text()
+    home = (site / "index.html").read_text()
+    assert "fonts.googleapis" not in home
+    # Material's repository widget fetches stars and forks from the GitHub API on every page view.
+    assert 'data-md-component="source"' not in home
+
+
+def test_api_reference_covers_every_module_of_every_package():
+    """docs/api.md renders every module of the eight kit packages; only the CLI glue (commands, __main__), which the
+    CLI's --help documents, is left out."""
+    listed = set(re.findall(r"^::: (kit\.\w+\.\w+)$", (REPO / "docs" / "api.md").read_text(), flags=re.M))
+    packages = ("core", "data", "finetune", "optimize", "serve", "deploy", "monitor", "cost")
+    modules = {
+        f"kit.{pkg}.{path.stem}"
+        for pkg in packages
+        for path in (REPO / "kit" / pkg).glob("*.py")
+        if path.stem not in ("__init__", "__main__", "commands")
+    }
+    assert not modules - listed, f"modules missing from docs/api.md: {sorted(modules - listed)}"
+    assert not listed - modules, f"docs/api.md names modules that do not exist: {sorted(listed - modules)}"
