@@ -14,23 +14,23 @@ from kit.core.layout import LAYOUT
 __all__ = ["format_value", "headline_markdown", "pipeline_svg"]
 
 
+# kit.core.headline's units: "" (plain number), "pts", "x", "ms", "rps", "usd", "share" (0-1), "count".
+_FORMATS = {
+    "": "{:.4f}",
+    "pts": "{:.2f} points",
+    "x": "{:.2f}×",
+    "ms": "{:,.1f} ms",
+    "rps": "{:,.0f} req/s",
+    "usd": "${:,.2f}",
+    "count": "{:,.0f}",
+}
+
+
 def format_value(value: float, unit: str) -> str:
-    """One figure as the page prints it, by kit.core.headline's unit vocabulary (unknown units: number + unit)."""
-    if unit == "pts":
-        return f"{value:.2f} points"
-    if unit == "x":
-        return f"{value:.2f}×"
-    if unit == "ms":
-        return f"{value:,.1f} ms"
-    if unit == "rps":
-        return f"{value:,.0f} req/s"
-    if unit == "usd":
-        return f"${value:,.2f}"
+    """One figure as the page prints it, by its unit (an unknown unit: four significant digits and the unit)."""
     if unit == "share":
         return f"{100 * value:.1f} %"
-    if unit == "count":
-        return f"{value:,.0f}"
-    return f"{value:.4f}" if not unit else f"{value:.4g} {unit}"
+    return _FORMATS[unit].format(value) if unit in _FORMATS else f"{value:.4g} {unit}"
 
 
 def headline_markdown(root: Path, figures: list[HeadlineFigure] | None = None) -> str:
