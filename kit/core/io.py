@@ -80,13 +80,25 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
-    """Save a matplotlib figure atomically (format from the suffix) without closing it, so notebooks still show it."""
+def save_figure(fig: Any, path: str | Path, dpi: int = 110, *, tight: bool = False, close: bool = False) -> Path:
+    """Save a matplotlib figure atomically (format from the suffix, parents made).
+
+    Args:
+        tight: lay the figure out first (`tight_layout`).
+        close: close it after saving (a stage writing many plots); left open by default so notebooks still show it.
+    """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if tight:
+        fig.tight_layout()
     with atomic_path(path, suffix=path.suffix) as tmp:
         # Without the Software tag a PNG is the same bytes whichever matplotlib wrote it.
         meta = {"Software": None} if path.suffix == ".png" else None
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata=meta)
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return path
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -14,18 +13,6 @@ from kit.cost.breakeven import Crossover, Curves
 from kit.cost.compare import PricePoint
 
 __all__ = ["plot_breakeven", "plot_sensitivity"]
-
-
-def _finish(fig: Any, path: str | Path) -> Path:
-    """Lay out, save atomically (parents made) and close `fig`; returns the path."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
 
 
 def plot_breakeven(curves: Curves, marks: list[Crossover], path: str | Path, *, at: float | None = None) -> Path:
@@ -58,7 +45,7 @@ def plot_breakeven(curves: Curves, marks: list[Crossover], path: str | Path, *, 
     ax.set(xscale="log", yscale="log", xlabel="requests per day", ylabel="$ per month", title="Break-even")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    return _finish(fig, path)
+    return save_figure(fig, path, tight=True, close=True)
 
 
 def _per_million(monthly_usd: float, per_day: float, *, days: float) -> float:
@@ -110,4 +97,4 @@ def plot_sensitivity(
     right.set(xlabel="instance price x (on demand and spot)", ylabel="$ per month",
               title="Recommended option vs instance price")  # fmt: skip
     right.grid(True, which="both", alpha=0.3)
-    return _finish(fig, path)
+    return save_figure(fig, path, tight=True, close=True)

@@ -52,18 +52,6 @@ def _colours(report: MonitorReport) -> dict[str, Any]:
     return out
 
 
-def _finish(fig: Any, path: str | Path) -> Path:
-    """Lay out, save atomically (parents made) and close `fig`; returns the path."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
-
-
 def _grid(n: int, ncols: int, size: tuple[float, float]) -> tuple[Any, list[Any]]:
     """A figure of `n` subplots, `ncols` wide, each `size` inches; unused cells hidden."""
     import matplotlib
@@ -160,7 +148,7 @@ def plot_statistics(report: MonitorReport, path: str | Path) -> Path:
         f"{report.reference.target:g} per window)",
         y=1.03,
     )
-    return _finish(fig, path)
+    return save_figure(fig, path, tight=True, close=True)
 
 
 def _shares_panel(ax: Any, s: ScenarioResult, classes: list[str]) -> None:
@@ -212,7 +200,7 @@ def plot_class_shares(report: MonitorReport, path: str | Path) -> Path:
                    bbox_to_anchor=(0.5, 1.0))  # fmt: skip
         fig.subplots_adjust(top=0.88)
     fig.suptitle("Predicted class shares and realized macro-F1 per window", y=1.03)
-    return _finish(fig, path)
+    return save_figure(fig, path, tight=True, close=True)
 
 
 def plot_detection_delay(report: MonitorReport, path: str | Path) -> Path:
@@ -255,7 +243,7 @@ def plot_detection_delay(report: MonitorReport, path: str | Path) -> Path:
         f"{report.control_windows} windows (target {report.reference.target:g})",
         fontsize=10,
     )
-    return _finish(fig, path)
+    return save_figure(fig, path, tight=True, close=True)
 
 
 def write_plots(report: MonitorReport, root: str | Path) -> list[str]:

@@ -28,6 +28,7 @@ from kit.monitor.report import EmbeddingCost, LogSummary, MonitorReport, Referen
 from kit.monitor.rule_tests import write_rule_tests
 from kit.monitor.scenarios import Scenario, ScenarioSettings, build_scenarios, load_pool
 from kit.serve.model import ModelMeta, OnnxTextClassifier, read_model_dir
+from kit.serve.predlog import LOG_SUFFIX, OPEN_SUFFIX, LogSettings
 
 __all__ = ["run_monitor"]
 
@@ -109,7 +110,8 @@ def _write_labels(scenarios: list[Scenario], p: MonitorParams, path: Path) -> in
 def _clear_log(log_dir: Path) -> None:
     """Remove the previous run's log files (only the server's own file names; anything else is left alone)."""
     if log_dir.is_dir():
-        for f in [*log_dir.glob("predictions-*.jsonl"), *log_dir.glob(".predictions-*.jsonl.open")]:
+        prefix = LogSettings.model_fields["prefix"].default
+        for f in [*log_dir.glob(f"{prefix}-*{LOG_SUFFIX}"), *log_dir.glob(f".{prefix}-*{OPEN_SUFFIX}")]:
             f.unlink()
 
 
