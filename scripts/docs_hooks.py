@@ -58,7 +58,8 @@ def _executed_notebook(executed: Path, out_dir: Path) -> Path:
     nbs = _script("docs_notebooks")
     stage = executed.stem.split("_", 1)[1]
     nb = nbformat.read(executed, as_version=4)
-    nbs.clean_notebook(nb, nbs.run_header(stage, ROOT / "dvc.lock"))
+    ran = nb.metadata.get("papermill", {}).get("parameters")
+    nbs.clean_notebook(nb, nbs.run_header(stage, ROOT / "dvc.lock", ran))
     nbformat.write(nb, out_dir / executed.name)
     return out_dir / executed.name
 

@@ -53,9 +53,11 @@ def lock_digest(lock_path: Path) -> tuple[str, str]:
     return hashlib.md5(data).hexdigest(), blob  # noqa: S324 - the checksum DVC itself uses
 
 
-def run_header(stage: str, lock_path: Path) -> str:
+def run_header(stage: str, lock_path: Path, notebook_params: dict[str, Any] | None = None) -> str:
     """The markdown-cell HTML heading an executed notebook: params from the stage's dvc.lock entry, lock hashes, and
-    a folded table of the stage's dep/out hashes. Says so when the lock has no entry for the stage."""
+    a folded table of the stage's dep/out hashes. Says so when the lock has no entry for the stage, and warns when the
+    executed notebook's papermill parameters (`notebook_params`) hold another value for a key the lock records (the
+    notebook was run outside `dvc repro`, or the lock is from another run)."""
     if not lock_path.is_file():
         return (
             f"<p><strong>Run record:</strong> no <code>dvc.lock</code>; stage <code>{stage}</code> not run by DVC.</p>"
@@ -68,6 +70,14 @@ def run_header(stage: str, lock_path: Path) -> str:
     params: dict[str, Any] = {}
     for source in entry.get("params", {}).values():  # {params.yaml: {...}}: the source file name is not a key
         params.update(flatten(source))
+    ran = flatten(notebook_params or {})
+    differ = [k for k, v in params.items() if k in ran and ran[k] != v]
+    warning = (
+        f"<p><strong>Warning:</strong> this notebook ran with other values than <code>dvc.lock</code> records for "
+        f"{', '.join(f'<code>{html.escape(k)}</code> ({html.escape(str(ran[k]))})' for k in differ)}.</p>"
+        if differ
+        else ""
+    )
     files = [("dep", d) for d in entry.get("deps", [])] + [("out", o) for o in entry.get("outs", [])]
     # One digest over every dep and out hash: two runs with the same inputs and outputs show the same value.
     combined = hashlib.md5("".join(f"{f['path']}:{f.get('md5', '')};" for _, f in files).encode()).hexdigest()  # noqa: S324
@@ -78,7 +88,7 @@ def run_header(stage: str, lock_path: Path) -> str:
     )
     return (
         f'<div class="kit-run-header"><p><strong>Run record</strong> of stage <code>{stage}</code>: {lock}; '
-        f"deps and outs digest <code>{combined[:12]}</code> ({len(files)} paths).</p>"
+        f"deps and outs digest <code>{combined[:12]}</code> ({len(files)} paths).</p>{warning}"
         f"<p>Params it ran with ({len(params)}, from <code>dvc.lock</code>):</p>{params_table(params)}"
         f"<details><summary>Dep and out hashes ({len(files)})</summary><table><thead><tr><th>kind</th>"
         f"<th>path</th><th>md5</th></tr></thead><tbody>{rows}</tbody></table></details></div>"

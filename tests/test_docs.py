@@ -123,6 +123,13 @@ def test_notebook_pages_open_with_the_run_record_from_dvc_lock(site):
     for dep in lock["optimize"]["deps"]:
         assert f"<code>{dep['path']}</code></td><td><code>{dep['md5'][:12]}</code>" in header
     assert "no entry for stage <code>nosuch</code>" in nbs.run_header("nosuch", REPO / "dvc.lock")
+    # The executed notebook's own papermill parameters: agreeing, no warning; another value, named.
+    ran = {"optimize": {**lock["optimize"]["params"]["params.yaml"]["optimize"]}}
+    assert "Warning" not in nbs.run_header("optimize", REPO / "dvc.lock", ran)
+    ran["optimize"]["seed"] = -7
+    assert "other values than <code>dvc.lock</code> records for <code>optimize.seed</code> (-7)" in nbs.run_header(
+        "optimize", REPO / "dvc.lock", ran
+    )
     assert nbs.flatten({"a": {"b": {"c": 1}, "d": [1, 2]}, "e": None}) == {"a.b.c": 1, "a.d": [1, 2], "e": None}
     page = (site / "notebooks" / "03_optimize" / "index.html").read_text()
     assert "Run record</strong> of stage <code>optimize</code>" in page and md5[:12] in page
