@@ -41,7 +41,7 @@ def site(tmp_path_factory) -> Path:
         )
     out = tmp_path_factory.mktemp("docs") / "site"
     res = subprocess.run(
-        ["mkdocs", "build", "--strict", "-q", "-d", str(out)], cwd=REPO, capture_output=True, text=True, env=run_env()
+        ["mkdocs", "build", "--strict", "-d", str(out)], cwd=REPO, capture_output=True, text=True, env=run_env()
     )
     assert res.returncode == 0, res.stdout + res.stderr
     return out
