@@ -1,30 +1,59 @@
-"""The docs site builds with --strict: every nav page exists, every notebook renders, the params reference is generated."""
+"""The docs site builds with --strict (broken links and anchors fail): every nav page exists, every notebook renders
+with its run header and without noise, code stays out of the search index, the home page shows the last run, every
+alert's runbook anchor exists, and no page loads anything from off the machine."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
+import re
+import shutil
 import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
 
 from tests.conftest import REPO, run_env
 
-
-def test_mkdocs_build_strict(tmp_path):
-    site = tmp_path / "site"
-    res = subprocess.run(
-        ["mkdocs", "build", "--strict", "-q", "-d", str(site)], cwd=REPO, capture_output=True, text=True, env=run_env()
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    pipeline = (site / "pipeline" / "index.html").read_text()
-    assert "finetune.learning_rate" in pipeline and "<!-- params-reference -->" not in pipeline
-    assert (site / "notebooks" / "01_data" / "index.html").is_file()
+STAGES = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
 
 
-def _hooks():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("docs_hooks", REPO / "scripts" / "docs_hooks.py")
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"test_{name}", REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _hooks():
+    return _script("docs_hooks")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """The site built once, as `make docs` builds it (the one build every site check below reads)."""
+    if shutil.which("dot") is None:
+        pytest.fail(
+            "graphviz `dot` is missing: .ci/run installs Debian's graphviz (the docs draw the pipeline with it)"
+        )
+    out = tmp_path_factory.mktemp("docs") / "site"
+    res = subprocess.run(
+        ["mkdocs", "build", "--strict", "-d", str(out)], cwd=REPO, capture_output=True, text=True, env=run_env()
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    return out
+
+
+def test_mkdocs_build_strict(site):
+    pipeline = (site / "pipeline" / "index.html").read_text()
+    assert "finetune.learning_rate" in pipeline and "<!-- params-reference -->" not in pipeline
+    for page in ("notebooks/01_data", "model_card", "recipes", "runbooks", "lineage", "api"):
+        assert (site / page / "index.html").is_file(), page
+    card = (site / "model_card" / "index.html").read_text()
+    assert "Intended use" in card  # the finetune stage's reports/model_card.md, as a page
 
 
 def test_a_notebook_with_an_error_output_is_named_with_its_cell(tmp_path):
@@ -57,25 +86,184 @@ def test_a_page_over_the_size_budget_fails_the_build_naming_it(tmp_path):
     assert "small" not in str(err.value)
 
 
-def test_lineage_page_is_dvc_yaml_and_dvc_lock(tmp_path):
-    import importlib.util
-
-    import yaml
-
-    spec = importlib.util.spec_from_file_location("lineage", REPO / "scripts" / "lineage.py")
-    lineage = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(lineage)
-    page = lineage.lineage_markdown(REPO)
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+def test_lineage_page_is_dvc_yaml_and_dvc_lock(tmp_path, site):
+    lineage = _script("lineage")
+    page = lineage.lineage_markdown(REPO, "assets/pipeline.svg")
     lock = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
-    assert "```mermaid\ngraph LR\n" in page
-    for edge in ("data --> finetune", "finetune --> optimize", "optimize --> deploy", "deploy --> monitor"):
-        assert f"  {edge}\n" in page, edge
-    for name in stages:
+    assert "](assets/pipeline.svg)" in page
+    for name in STAGES:
         assert f"## {name}\n" in page
         for out in lock[name]["outs"]:  # every output the lock records, with its hash
             assert f"| `{out['path']}` | `{out['md5'][:12]}` |" in page, out["path"]
-    # A project that never ran: the graph still, and each stage says so.
+    # The picture is DVC's own graph (`dvc dag --dot`) drawn by graphviz: every stage, every dependency edge.
+    svg = (site / "assets" / "pipeline.svg").read_text()
+    titles = set(re.findall(r"<title>([^<]+)</title>", svg))
+    assert set(STAGES) <= titles
+    for a, b in (("data", "finetune"), ("finetune", "optimize"), ("optimize", "deploy"), ("deploy", "monitor")):
+        assert f"{a}&#45;&gt;{b}" in titles, (a, b)
+    assert '<img alt="Stage graph' in (site / "lineage" / "index.html").read_text()
+    # A project that never ran: each stage says so.
     (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
-    fresh = lineage.lineage_markdown(tmp_path)
-    assert "data --> finetune" in fresh and fresh.count("Not run yet") == len(stages)
+    assert lineage.lineage_markdown(tmp_path).count("Not run yet") == len(STAGES)
+
+
+def test_notebook_pages_open_with_the_run_record_from_dvc_lock(site):
+    nbs = _script("docs_notebooks")
+    lock_bytes = (REPO / "dvc.lock").read_bytes()
+    md5, blob = nbs.lock_digest(REPO / "dvc.lock")
+    assert md5 == hashlib.md5(lock_bytes).hexdigest()
+    git_blob = subprocess.run(["git", "hash-object", "dvc.lock"], cwd=REPO, capture_output=True, text=True).stdout
+    assert blob == git_blob.strip()
+    lock = yaml.safe_load(lock_bytes)["stages"]
+    header = nbs.run_header("optimize", REPO / "dvc.lock")
+    flat = nbs.flatten(lock["optimize"]["params"]["params.yaml"])
+    assert f"Params it ran with ({len(flat)}" in header and md5[:12] in header
+    for key, value in flat.items():  # nested keys flattened, every one with its value
+        assert f"<code>{key}</code></td><td>{value!r}</td>" in header or f"<code>{key}</code></td><td>{value}" in header
+    for dep in lock["optimize"]["deps"]:
+        assert f"<code>{dep['path']}</code></td><td><code>{dep['md5'][:12]}</code>" in header
+    assert "no entry for stage <code>nosuch</code>" in nbs.run_header("nosuch", REPO / "dvc.lock")
+    # The executed notebook's own papermill parameters: agreeing, no warning; another value, named.
+    ran = {"optimize": {**lock["optimize"]["params"]["params.yaml"]["optimize"]}}
+    assert "Warning" not in nbs.run_header("optimize", REPO / "dvc.lock", ran)
+    ran["optimize"]["seed"] = -7
+    assert "other values than <code>dvc.lock</code> records for <code>optimize.seed</code> (-7)" in nbs.run_header(
+        "optimize", REPO / "dvc.lock", ran
+    )
+    assert nbs.flatten({"a": {"b": {"c": 1}, "d": [1, 2]}, "e": None}) == {"a.b.c": 1, "a.d": [1, 2], "e": None}
+    page = (site / "notebooks" / "03_optimize" / "index.html").read_text()
+    assert "Run record</strong> of stage <code>optimize</code>" in page and md5[:12] in page
+    # Under the notebook's title, before its prose.
+    assert page.index("Run record") < page.index("How much faster")
+
+
+def test_notebook_noise_is_dropped_or_folded():
+    nbs = _script("docs_notebooks")
+    out = nbformat.v4.new_output
+    long_text = "".join(f"apiVersion line {i}\n" for i in range(40))
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# 09 · Title\n\nWhat this stage does."),
+            nbformat.v4.new_code_cell("x = {}", metadata={"tags": ["injected-parameters"]}),
+            nbformat.v4.new_code_cell("run()"),
+            nbformat.v4.new_code_cell("P.data"),
+        ]
+    )
+    nb.cells[2].outputs = [
+        out("stream", name="stdout", text="\rreading: 0 rows"),
+        out("stream", name="stderr", text="TqdmWarning: IProgress not found\n"),
+        out("stream", name="stdout", text="\rreading: 38k rows\n38,158 rows read\n"),
+        out("display_data", data={"text/html": "<progress value='6' max='6'></progress>", "text/plain": "<HTML>"}),
+        out("stream", name="stdout", text=long_text),
+    ]
+    nb.cells[3].outputs = [
+        out("execute_result", data={"text/plain": "DataParams(source='embedded', seed=42, labels=['a', 'b'])"})
+    ]
+    nbs.clean_notebook(nb, "<p>HEADER</p>")
+    assert [c.cell_type for c in nb.cells] == ["markdown", "markdown", "markdown", "markdown", "code", "code"]
+    assert nb.cells[0].source == "# 09 · Title" and nb.cells[1].source == "<p>HEADER</p>"
+    assert nb.cells[3].source.startswith(f'<details class="{nbs.INJECTED_CLASS}">')  # folded, code kept
+    outs = nb.cells[4].outputs
+    assert [o.output_type for o in outs] == ["stream", "display_data"]  # stderr and the progress widget gone
+    assert outs[0].text == "reading: 38k rows\n38,158 rows read\n"  # one line per redrawn line, as a terminal
+    assert outs[1].data["text/html"].startswith("<details><summary>apiVersion line 0")  # 40 lines folded
+    table = nb.cells[5].outputs[0].data["text/html"]
+    assert "<code>labels</code></td><td>['a', 'b']" in table and "<code>seed</code></td><td>42" in table
+    assert nbs.literal_table("an ordinary printed sentence") is None and nbs.literal_table("[1, 2]") is None
+
+
+def test_built_notebook_pages_carry_no_stderr_or_progress_noise(site):
+    for executed in sorted((REPO / "reports" / "notebooks").glob("*.ipynb")):
+        page = (site / "notebooks" / executed.stem / "index.html").read_text()
+        for noise in ("%|", "it/s]", "Loading weights", "TqdmWarning", "<progress"):
+            assert noise not in page, (executed.name, noise)
+    css = (REPO / "docs" / "stylesheets" / "extra.css").read_text()
+    assert "pre-wrap" in css  # long lines wrap instead of being cut off
+
+
+def test_search_index_keeps_notebook_prose_but_not_code(site):
+    index = json.loads((site / "search" / "search_index.json").read_text())["docs"]
+    text = {d["location"]: d["text"] for d in index}
+    notebook = " ".join(t for loc, t in text.items() if loc.startswith("notebooks/03_optimize/"))
+    assert "How much faster" in notebook  # the notebook's markdown is searchable
+    page = (site / "notebooks" / "03_optimize" / "index.html").read_text()
+    for code in ("project_root", "load_params", "Parameters papermill injected"):
+        assert code in page and code not in notebook, code  # on the page, not in the index
+    assert any("load_params" in t for loc, t in text.items() if not loc.startswith("notebooks/"))  # other pages kept
+
+
+def test_every_alert_runbook_anchor_exists(site):
+    urls = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            urls.extend(v for k, v in node.items() if k == "runbook_url")
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for path in sorted((REPO / "deploy" / "monitoring").glob("*.y*ml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            walk(doc)
+    anchors = {u.split("#", 1)[1] for u in urls}
+    assert len(anchors) >= 5, urls
+    ids = set(re.findall(r'id="([^"]+)"', (site / "runbooks" / "index.html").read_text()))
+    assert not anchors - ids, f"runbook_url anchors missing from docs/runbooks.md: {sorted(anchors - ids)}"
+
+
+def test_home_page_shows_the_last_run_or_says_it_has_not_run(tmp_path, site):
+    home = _script("docs_home")
+    assert "has not run yet" in home.headline_markdown(tmp_path)  # no reports/metrics/ at all
+    metrics = tmp_path / "reports" / "metrics"
+    metrics.mkdir(parents=True)
+    (metrics / "finetune.json").write_text(json.dumps({"f1": 0.6543, "base_f1": 0.6012, "gain_pts": 5.31}))
+    (metrics / "deploy.json").write_text(json.dumps({"rps": 1234.4, "p99_ms": 87.26, "of_bare": 0.9}))
+    page = home.headline_markdown(tmp_path)
+    assert "| **finetune** | test macro-F1, fine-tuned | 0.6543 |" in page
+    assert "| gain over the baseline | 5.31 points |" in page and "| 1,234 req/s |" in page and "87.3 ms" in page
+    for stage in ("data", "optimize", "monitor", "cost"):  # each stage without a metrics file says so
+        assert f"| **{stage}** | not run yet (no `reports/metrics/{stage}.json`) | |" in page
+    built = (site / "index.html").read_text()
+    assert built.index("What the last run achieved") < built.index("A Jupyter-first")  # before any prose
+    for fig in _hooks_headlines():
+        assert fig.label in built
+    assert 'src="assets/pipeline.svg"' in built
+
+
+def _hooks_headlines():
+    from kit.core.headline import read_headlines
+
+    figures = read_headlines(REPO)
+    assert figures, "reports/metrics/ holds the committed run's figures"
+    return figures
+
+
+def test_site_loads_nothing_from_off_the_machine(site):
+    """Static half of the offline check (the browser test visits the pages): no script, stylesheet, font or image
+    is fetched from another host; links to other sites are fine, loading from them is not."""
+    loads = re.compile(
+        r"<(?:script|img|iframe)[^>]+src=\"(https?:)?//|<link[^>]+rel=\"stylesheet\"[^>]+href=\"https?://"
+    )
+    for page in site.rglob("*.html"):
+        assert not loads.search(page.read_text()), page.relative_to(site)
+    home = (site / "index.html").read_text()
+    assert "fonts.googleapis" not in home
+    # Material's repository widget fetches stars and forks from the GitHub API on every page view.
+    assert 'data-md-component="source"' not in home
+
+
+def test_api_reference_covers_every_module_of_every_package():
+    """docs/api.md renders every module of the eight kit packages; only the CLI glue (commands, __main__), which the
+    CLI's --help documents, is left out."""
+    listed = set(re.findall(r"^::: (kit\.\w+\.\w+)$", (REPO / "docs" / "api.md").read_text(), flags=re.M))
+    packages = ("core", "data", "finetune", "optimize", "serve", "deploy", "monitor", "cost")
+    modules = {
+        f"kit.{pkg}.{path.stem}"
+        for pkg in packages
+        for path in (REPO / "kit" / pkg).glob("*.py")
+        if path.stem not in ("__init__", "__main__", "commands")
+    }
+    assert not modules - listed, f"modules missing from docs/api.md: {sorted(modules - listed)}"
+    assert not listed - modules, f"docs/api.md names modules that do not exist: {sorted(listed - modules)}"
