@@ -21,6 +21,7 @@ import tempfile
 import time
 import tomllib
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,8 +194,10 @@ def build_image(serving_dir: Path, tag: str = IMAGE_TAG) -> BuiltImage:
     The context is a temp dir holding what .dockerignore lets in (and the .dockerignore itself); podman's layer
     cache makes a rebuild with unchanged inputs cheap.
     """
-    base_s = ensure_base_image()
-    wheels, wheels_s = download_wheels()
+    with ThreadPoolExecutor(1) as pool:  # the download (network) overlaps debootstrap (disk and CPU)
+        fetch = pool.submit(download_wheels)
+        base_s = ensure_base_image()
+        wheels, wheels_s = fetch.result()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kit-image-") as tmp:
         ctx = Path(tmp)
