@@ -7,6 +7,10 @@
 
 # ---- build: a virtualenv with the pinned runtime set and the kit package (no build tools reach the final image)
 FROM python:3.11-slim-bookworm AS build
+# Builds without an index (tests/fixtures_container.py): --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=DIR,
+# DIR a wheel dir mounted into the build. Unset, pip uses PyPI as usual.
+ARG PIP_NO_INDEX
+ARG PIP_FIND_LINKS
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1

@@ -7,7 +7,6 @@ import asyncio
 import json
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,12 +16,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from kit.core.errors import ModelDirError
 from kit.serve.app import create_app
 from kit.serve.batcher import MicroBatcher
 from kit.serve.model import read_model_dir
+from tests.fixtures_hostile import JSON, run_hostile
+from tests.fixtures_hostile import parse_metrics as _metrics
 from tests.fixtures_serve import (
     LABELS,
     ROOT,
@@ -35,8 +35,6 @@ from tests.fixtures_serve import (
     serve_params,
 )
 
-JSON = {"content-type": "application/json"}
-
 
 @pytest.fixture(scope="session")
 def serving_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -46,15 +44,6 @@ def serving_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def ref(serving_dir: Path) -> Reference:
     return Reference(serving_dir, max_length=64)
-
-
-def _metrics(text: str) -> dict[tuple[str, tuple], float]:
-    """Flatten a Prometheus exposition into {(sample name, sorted labels): value}."""
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ light import chain
@@ -270,146 +259,22 @@ def test_opentelemetry_span_per_request_when_enabled(serving_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ real server: hostile input
-def _hostile_requests(rng: random.Random, max_texts: int, max_chars: int, max_body: int) -> list[tuple]:
-    """(label, method, path, headers, body) of requests a server must refuse with a 4xx."""
-    j = JSON
-    dump = lambda obj: json.dumps(obj).encode()  # noqa: E731
-    word = lambda: "".join(rng.choice("abcdefgh ") for _ in range(rng.randint(1, 20)))  # noqa: E731
-    base = [
-        ("bad json", j, b'{"texts": ['), ("bad json", j, b"not json"), ("bad json", j, b"{texts: []}"),
-        ("bad json", j, b"{'texts': ['a']}"), ("bad json", j, b'{"texts": ["a"]}}'),
-        ("bad json", j, b'{"texts":["a"],}'), ("bad json", j, b"NaN"), ("bom", j, '\ufeff{"texts":["a"]}'.encode()),
-        ("raw nul in string", j, b'{"texts":["a\x00b"]}'),
-        ("deep nesting", j, b"[" * 40_000), ("deep nesting", j, b'{"texts":' + b"[" * 30_000 + b"]" * 30_000 + b"}"),
-        ("huge int", j, b'{"texts":[' + b"9" * 5000 + b"]}"), ("huge float", j, b'{"texts":[1e99999]}'),
-        ("missing body", j, b""), ("blank body", j, b"   \n"),
-        ("invalid utf8", j, b'{"texts":["\xff\xfe"]}'), ("invalid utf8", j, b'{"texts":["\xc0\xaf"]}'),
-        ("invalid utf8", j, b'{"texts":["\xe2\x82"]}'), ("invalid utf8", j, b'{"texts":["\xed\xa0\x80"]}'),
-        ("lone surrogate", j, b'{"texts":["\\ud800"]}'), ("lone surrogate", j, b'{"texts":["ok","x\\udfffy"]}'),
-        ("empty list", j, b'{"texts":[]}'), ("missing key", j, b"{}"), ("wrong key", j, b'{"text":["a"]}'),
-        ("extra key", j, b'{"texts":["a"],"model":"x"}'),
-        ("content type", {"content-type": "text/plain"}, b'{"texts":["a"]}'), ("content type", {}, b'{"texts":["a"]}'),
-        ("content type", {"content-type": "application/x-www-form-urlencoded"}, b"texts=a"),
-        ("content type", {"content-type": "multipart/form-data; boundary=x"}, b"--x--"),
-        ("content type", {"content-type": "application/json; charset=latin-1"}, b'{"texts":["a"]}'),
-        ("content type", {"content-type": "application/xml"}, b"<texts/>"),
-        ("too many texts", j, dump({"texts": ["a"] * (max_texts + 1)})),
-        ("too many texts", j, dump({"texts": [""] * 10_000})),
-        ("too long text", j, dump({"texts": ["ok", "x" * (max_chars + 1)]})),
-        ("too long text", j, dump({"texts": ["\U0001f600" * (max_chars + 1)]})),
-        ("too large body", j, dump({"texts": ["y" * (max_body + 10)]})),
-        ("too large body", j, dump({"texts": ["z" * 100] * (max_body // 50)})),
-    ]  # fmt: skip
-    for v in (1, 1.5, "a", None, True, {}, {"a": 1}):
-        base.append(("texts type", j, dump({"texts": v})))
-    for v in (1, 1.5, None, True, {}, {"a": 1}, ["nested"], [["deeper"]]):
-        base.append(("item type", j, dump({"texts": ["fine", v]})))
-    for v in ([], [{"texts": ["a"]}], "texts", 42, None, True):
-        base.append(("top-level type", j, dump(v)))
-    reqs = [(label, "POST", "/predict", h, b) for label, h, b in base]
-    reqs += [("method", m, "/predict", j, b'{"texts":["a"]}') for m in ("GET", "PUT", "DELETE", "PATCH")]
-    paths = ("/", "/predict/", "/predictx", "/%00", "/" + "a" * 3000)
-    reqs += [("path", "POST", p, j, b'{"texts":["a"]}') for p in paths]
-    # Mutations: random truncation and byte flips of a valid body, random JSON values, random junk.
-    valid = dump({"texts": [word() for _ in range(3)]})
-    for _ in range(120):
-        k = rng.randint(1, len(valid) - 1)
-        reqs.append(("truncated", "POST", "/predict", j, valid[:k]))
-    for _ in range(60):
-        b = bytearray(valid)
-        for _ in range(3):
-            b[rng.randrange(len(b))] = rng.choice(b'\x00\xff{}[]",:\\')
-        reqs.append(("flipped", "POST", "/predict", j, bytes(b)))
-    for _ in range(60):
-        reqs.append(("junk", "POST", "/predict", j, bytes(rng.randrange(256) for _ in range(rng.randint(1, 200)))))
-    return reqs
-
-
-def _is_refusal_or_valid(status: int, body: bytes) -> bool:
-    """A mutated body may still be valid JSON with texts; then 200 is right. Any 4xx must carry a JSON error."""
-    if status == 200:
-        return True
-    return 400 <= status < 500 and isinstance(json.loads(body).get("error"), str)
-
-
 @pytest.mark.timeout(150)
 def test_hostile_requests_never_5xx_and_valid_answers_stay_right(serving_dir: Path, ref: Reference, tmp_path: Path):
     limits = dict(max_texts_per_request=64, max_chars_per_text=500, max_body_bytes=65536)
     srv = ServerProcess(serving_dir, tmp_path, max_batch_size=16, max_delay_ms=2, **limits)
-    rng = random.Random(0)
     try:
         srv.wait_ready()
-        hostile = _hostile_requests(rng, 64, 500, 65536)
-        rng.shuffle(hostile)
-        n_sent = n_valid = 0
-        with httpx.Client(base_url=srv.url, timeout=30) as client:
-            for i, (label, method, path, headers, body) in enumerate(hostile):
-                r = client.request(method, path, headers=headers, content=body)
-                n_sent += 1
-                assert r.status_code < 500, (label, body[:100], r.status_code, r.text)
-                assert _is_refusal_or_valid(r.status_code, r.content), (label, body[:100], r.status_code, r.text)
-                if label not in ("truncated", "flipped", "junk"):
-                    assert r.status_code >= 400, (label, body[:100], r.text)
-                if i % 8 == 0:  # valid traffic in between, including NUL bytes, emoji and the length limit
-                    texts = [rng.choice(SAMPLE_TEXTS) + " \x00 " + "🙂" * rng.randint(0, 5), "a" * 500, f"n{i}"]
-                    ok = client.post("/predict", json={"texts": texts})
-                    assert ok.status_code == 200, ok.text
-                    assert_matches(ok.json()["predictions"], ref, texts)
-                    n_valid += 1
-            # A body streamed in chunks (no Content-Length) is cut off at the limit too.
-            chunks = (b'{"texts":["' + b"q" * 8192 for _ in range(20))
-            r = client.post("/predict", headers=JSON, content=chunks)
-            assert r.status_code == 413, r.text
-            assert r.json()["error"].startswith("body is more than")
-            # Specific messages say what is wrong.
-            r = client.post("/predict", json={"texts": ["ok"] * 3 + ["x" * 501]})
-            assert r.json() == {"error": "texts[3]: longer than 500 characters (501)"}
-            r = client.post("/predict", json={"texts": ["a", 7]})
-            assert r.status_code == 422 and r.json() == {"error": "texts[1]: must be a string, got number"}
-        assert n_sent >= 300 and n_valid >= 30
-
-        # Concurrent mix: bad requests in flight beside good ones (they share batches' timing, never their fate).
-        async def mixed():
-            async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
-                good = [[f"good {k}", rng.choice(SAMPLE_TEXTS)] for k in range(40)]
-                bad = [b[4] for b in hostile[:40]]
-                tasks = [c.post("/predict", json={"texts": t}) for t in good]
-                tasks += [c.post("/predict", headers=JSON, content=b) for b in bad]
-                res = await asyncio.gather(*tasks)
-                return good, res[:40], res[40:]
-
-        good, good_res, bad_res = asyncio.run(mixed())
-        for texts, r in zip(good, good_res):
-            assert r.status_code == 200
-            assert_matches(r.json()["predictions"], ref, texts)
-        assert all(r.status_code < 500 for r in bad_res)
-
-        # Broken HTTP at the socket level: the server answers or closes, and stays up.
-        for raw in (b"GARBAGE\r\n\r\n", b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
-                    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{",  # then hang up mid-body
-                    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX: " + b"h" * 70_000 + b"\r\n\r\n"):  # fmt: skip
-            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
-                s.sendall(raw)
-                s.shutdown(socket.SHUT_WR)
-                try:
-                    reply = s.recv(100)
-                except (ConnectionResetError, TimeoutError):
-                    reply = b""
-                assert not reply.startswith(b"HTTP/1.1 5"), reply
-        assert httpx.get(srv.url + "/healthz").json() == {"status": "alive"}
-        assert httpx.get(srv.url + "/readyz").status_code == 200
-        final = _metrics(httpx.get(srv.url + "/metrics").text)
-        fives = [k for k in final if k[0] == "kit_serve_requests_total" and dict(k[1])["status"][0] == "5"]
-        assert all(dict(k[1])["route"] == "/readyz" for k in fives), fives  # 503 while loading is by design
+        run = run_hostile(srv.url, serve_params(**limits), lambda preds, texts: assert_matches(preds, ref, texts))
     finally:
         code = srv.terminate()
     out = srv.output()
     assert code == 0, out
     assert "Traceback" not in out, out[-3000:]
     access = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert len(access) >= n_sent + n_valid
+    assert len(access) >= run.n_sent + run.n_valid
     assert set(access[0]) == {"ts", "method", "path", "status", "duration_ms", "n_texts"}
-    assert sum(a["n_texts"] for a in access if a["status"] == 200 and a["path"] == "/predict") >= 3 * n_valid
+    assert sum(a["n_texts"] for a in access if a["status"] == 200 and a["path"] == "/predict") >= 3 * run.n_valid
 
 
 # -------------------------------------------------------------------------------------- real server: SIGTERM drain
