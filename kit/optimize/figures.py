@@ -13,6 +13,7 @@ __all__ = [
     "summary_table",
     "accuracy_table",
     "variants_table",
+    "timings_table",
     "candidates_table",
     "headline_table",
     "plot_throughput",
@@ -88,6 +89,18 @@ def headline_table(report: BenchReport) -> Any:
     import pandas as pd
 
     return pd.Series(report.headline.model_dump(), dtype=object)
+
+
+def timings_table(report: BenchReport) -> Any:
+    """Where the stage run's time went: seconds and share of the total per step, in the order they ran."""
+    import pandas as pd
+
+    if report.timings is None:
+        return pd.DataFrame(columns=["step", "seconds", "share"])
+    df = pd.DataFrame([{"step": s.name, "seconds": s.seconds} for s in report.timings.steps])
+    df["share"] = (df["seconds"] / report.timings.total_s).round(3)
+    total = pd.DataFrame([{"step": "total", "seconds": report.timings.total_s, "share": 1.0}])
+    return pd.concat([df, total], ignore_index=True)
 
 
 def plot_throughput(bench: dict[str, Any]) -> Any:
