@@ -109,7 +109,7 @@ def plot_throughput(bench: dict[str, Any]) -> Any:
 
     seqs = bench["settings"]["seq_lengths"]
     fig, axes = plt.subplots(1, len(seqs), figsize=(6 * len(seqs), 4), squeeze=False)
-    for ax, s in zip(axes[0], seqs):
+    for ax, s in zip(axes[0], seqs, strict=True):
         for name in dict.fromkeys(r["variant"] for r in bench["results"]):
             pts = sorted(
                 (r["batch_size"], r["throughput_seq_s"])

@@ -111,7 +111,10 @@ def build_variants(
     batch = encode(load_tokenizer(tok_json, max_length), parity_texts)
 
     def _variant(kind: str, path: Path, diff: float | None = None, notes: list[str] | None = None) -> Variant:
-        return Variant(f"{prefix}_{kind}", path, path.stat().st_size, kind, str(model_dir), diff, notes or [])
+        v = Variant(f"{prefix}_{kind}", path, path.stat().st_size, kind, str(model_dir), diff, notes or [])
+        parity = f", parity max diff {diff:.1e}" if diff is not None else ""
+        print(f"built {v.name}: {v.size_bytes / 2**20:.1f} MB{parity}", flush=True)  # a line per file while it works
+        return v
 
     ref = torch_logits(model, batch)  # PyTorch's logits, once for every graph checked against them
     fp32 = export_onnx(model, out_dir / f"{prefix}_fp32.onnx", opset=opset)
