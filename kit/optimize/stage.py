@@ -42,8 +42,8 @@ def _measure(
     with timer.step("accuracy"), gc_frozen():
         acc = evaluate(runners, tok, texts[:n_eval], labels[:n_eval], batch_size=o.eval_batch_size, reference=REFERENCE)
     print(
-        f"benchmark: batch sizes {o.batch_sizes}, lengths {o.seq_lengths}, {o.bench_min_rounds}-{o.bench_rounds} "
-        f"rounds (until ratios agree within {o.bench_ratio_spread}), {o.threads} threads"
+        f"benchmark: batch sizes {o.batch_sizes}, lengths {o.seq_lengths}, {min(o.bench_min_rounds, o.bench_rounds)}"
+        f"-{o.bench_rounds} rounds (until ratios agree within {o.bench_ratio_spread}), {o.threads} threads"
     )
     with timer.step("benchmark"):
         bench = benchmark(
