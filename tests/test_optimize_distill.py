@@ -45,6 +45,11 @@ def test_distill_trains_saves_and_is_deterministic(tiny_model, tiny_data, tmp_pa
     assert student.config.num_hidden_layers == 2
     wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # Length-grouped batches reach the Trainer: other rows share each step, so another student.
+    s3 = distill(tiny_model, tmp_path / "c", train.text.tolist(), train.label_id.to_numpy(), logits_cache=cache,
+                 sampling="group_by_length", **kw)  # fmt: skip
+    wc = load_file(tmp_path / "c" / "model.safetensors")
+    assert s3["sampling"] == "group_by_length" and not all(torch.equal(wa[k], wc[k]) for k in wa)
     # It trained: the student's weights moved away from the teacher layers it started from.
     t = load_file(tiny_model / "model.safetensors")
     assert not torch.equal(wa["bert.encoder.layer.1.attention.self.query.weight"],

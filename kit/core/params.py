@@ -242,6 +242,12 @@ class OptimizeParams(_Section):
     distill_alpha: float = Field(
         0.7, ge=0, le=1, description="Weight of the KL term on soft labels (1 - alpha: cross-entropy on true labels)."
     )
+    distill_sampling: Literal["random", "group_by_length"] = Field(
+        "random",
+        description="How distillation batches are drawn: random, or group_by_length (rows of similar token length "
+        "share a step: on tweets about a third less padding, so shorter steps, but other batches than random, so "
+        "another student).",
+    )
     seed: int = Field(42, ge=0, description="Seed of distillation (sampling, shuffling, dropout).")
     batch_sizes: list[int] = Field(
         default_factory=lambda: [1, 32], min_length=1, description="Benchmark batch sizes (texts per call)."

@@ -158,6 +158,7 @@ def _trainer(student: Any, rows: list[dict[str, Any]], pad_id: int, out_dir: Pat
         logging_strategy="no",
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        train_sampling_strategy=kw["sampling"],
         disable_tqdm=True,  # the kit's own bar (DistillProgress) instead of the notebook HTML one papermill cannot show
     )
     trainer = DistillTrainer(model=student, args=args, train_dataset=rows, data_collator=_collate(pad_id))
@@ -184,6 +185,7 @@ def distill(
     teacher_onnx: str | Path | None = None,
     teacher: Any | None = None,
     logits_cache: str | Path | None = None,
+    sampling: str = "random",
 ) -> dict[str, Any]:
     """Train a student by knowledge distillation and save it as a HF model directory.
 
@@ -205,6 +207,7 @@ def distill(
         teacher_onnx: parity-checked ONNX export of the teacher to compute its logits with (faster); None: PyTorch.
         teacher: the teacher already loaded from teacher_dir (None: load it).
         logits_cache: directory keeping the teacher's logits between runs (None: no cache).
+        sampling: how batches are drawn, "random" or "group_by_length" (similar lengths together: less padding).
 
     Returns:
         A summary: layers, steps, rows, seconds (teacher logits and whether cached), final losses.
@@ -245,7 +248,7 @@ def distill(
         }
         for i in range(len(texts))
     ]
-    kw = dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    kw = dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, sampling=sampling)
     trainer = _trainer(student, rows, pad_id, out_dir, {**kw, "temperature": temperature, "alpha": alpha})
     trainer.train()
     losses: list[float] = trainer.distill_losses

@@ -238,6 +238,7 @@ def build_all(
                 ),
                 teacher=teacher,
                 logits_cache=logits_cache,
+                sampling=opt.distill_sampling,
             )
         with timer.step("student export"):
             built += build_variants(out_dir / "student", out_dir, "student", student_kinds, **common)
