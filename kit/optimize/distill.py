@@ -132,13 +132,17 @@ def _trainer(student: Any, rows: list[dict[str, Any]], pad_id: int, out_dir: Pat
             y = inputs.pop("labels")
             out = model(**inputs)
             s = out.logits
-            kl = torch.nn.functional.kl_div(
-                torch.log_softmax(s / temperature, -1),
-                torch.log_softmax(t / temperature, -1),
-                reduction="batchmean",
-                log_target=True,
+            kl = (
+                torch.nn.functional.kl_div(
+                    torch.log_softmax(s / temperature, -1),
+                    torch.log_softmax(t / temperature, -1),
+                    reduction="batchmean",
+                    log_target=True,
+                )
+                * temperature**2
             )
-            loss = alpha * kl * temperature**2 + (1 - alpha) * torch.nn.functional.cross_entropy(s, y)
+            ce = torch.nn.functional.cross_entropy(s, y)
+            loss = alpha * kl + (1 - alpha) * ce
             losses.append(float(loss.detach()))
             return (loss, out) if return_outputs else loss
 
