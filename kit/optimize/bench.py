@@ -219,6 +219,7 @@ def benchmark(
     bar = progress_bar(total=rounds * len(inputs) * len(runners), desc="benchmark", unit="run", disable=not progress)
     with gc_frozen():
         acc, done, spread = _rounds(runners, inputs, plan, bar)
+    bar.total = bar.n  # stopped early: the bar ends full, not at the share of the most rounds
     bar.close()
     results = []
     for r in runners:
