@@ -4,7 +4,9 @@ accuracy, peak derivation, errors, CLI on tiny models."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -12,7 +14,7 @@ from kit.core.errors import DataError, KitError
 from kit.optimize.bench import benchmark, evaluate
 from kit.optimize.figures import headline, selection_rows
 from kit.optimize.machine import machine_peak
-from kit.optimize.runners import load_runner, read_texts
+from kit.optimize.runners import Runner, load_runner, read_texts
 from kit.optimize.variants import build_variants
 from kit.serve.model import load_tokenizer
 from tests.fixtures_optimize import TEXTS, tiny_data, tiny_model  # noqa: F401
@@ -30,8 +32,10 @@ def test_benchmark_interleaved_results(tiny_model, onnx_files, tiny_data):  # no
     runners = [load_runner(tiny_model, 1, "pytorch_fp32")] + [load_runner(p, 1, n) for n, p in onnx_files.items()]
     texts, labels = read_texts(tiny_data / "test.parquet")
     tok = load_tokenizer(tiny_model / "tokenizer.json", 32)
-    b = benchmark(runners, tok, texts, [1, 4], [16], warmup=1, repeats=3, rounds=2, threads=1, progress=False,
-                  measure_peak=False)
+    # At most 3 rounds, but any spread is small enough here: it stops after the 2 it must run.
+    b = benchmark(runners, tok, texts, [1, 4], [16], warmup=1, repeats=3, rounds=3, min_rounds=2, ratio_spread=1e9,
+                  threads=1, progress=False, measure_peak=False)
+    assert (b["settings"]["rounds"], b["settings"]["max_rounds"]) == (2, 3) and b["settings"]["ratio_spread"] >= 0
     assert b["reference"] == "pytorch_fp32"
     assert len(b["results"]) == 3 * 2
     for r in b["results"]:
@@ -94,3 +98,27 @@ def test_kit_bench_cli_on_any_models(tiny_model, onnx_files, tiny_data, tmp_path
     assert bad.exit_code == 1 and "tokenizer.json" in bad.output
     bad = CliRunner().invoke(app, ["bench", str(tiny_model), "--batch-sizes", "1,x"])
     assert bad.exit_code != 0
+
+
+def _fake_runner(name: str, kind: str = "onnx") -> Runner:
+    return Runner(name, kind, Path(name), None, 0, 0.0, lambda b: np.zeros((len(b["input_ids"]), 3), np.float32))
+
+
+def test_rounds_stop_when_ratios_agree_and_never_pass_the_most(tiny_model):  # noqa: F811
+    tok = load_tokenizer(tiny_model / "tokenizer.json", 32)
+    runners = [_fake_runner("ref", "pytorch"), _fake_runner("a")]
+    kw = dict(warmup=0, repeats=2, threads=1, progress=False, measure_peak=False)
+    fixed = benchmark(runners, tok, TEXTS, [1], [8], rounds=4, min_rounds=2, ratio_spread=None, **kw)
+    assert fixed["settings"]["rounds"] == 4 and len(fixed["results"][1]["speedup_per_round"]) == 4
+    early = benchmark(runners, tok, TEXTS, [1], [8], rounds=4, min_rounds=2, ratio_spread=1e9, **kw)
+    assert early["settings"]["rounds"] == 2 and len(early["rounds"]["a|b1|s8"]) == 2
+    capped = benchmark(runners, tok, TEXTS, [1], [8], rounds=1, min_rounds=3, ratio_spread=1e9, **kw)
+    assert (capped["settings"]["rounds"], capped["settings"]["min_rounds"]) == (1, 1)
+
+
+def test_spread_is_the_widest_relative_range_of_per_round_ratios():
+    from kit.optimize.bench import _spread
+
+    med = {("ref", 1, 8): [2.0, 2.0, 2.0], ("a", 1, 8): [1.0, 1.0, 0.5], ("b", 1, 8): [2.0, 2.0, 2.0]}
+    assert _spread(med, "ref") == pytest.approx((4.0 - 2.0) / 2.0)  # a's ratios 2, 2, 4
+    assert _spread({k: v for k, v in med.items() if k[0] != "a"}, "ref") == 0.0

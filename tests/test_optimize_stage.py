@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -118,6 +119,16 @@ def test_run_optimize_writes_serving_dir_report_and_plots(project):
     assert back.distill["layers"] == [0] and back.distill["steps"] == 2
     assert {c["variant"] for c in back.candidates} == {"onnx_fp32", "onnx_int8", "student_int8"}
     assert len(back.benchmark["results"]) == 4 * 2
+
+    # Each step's seconds in the order they ran, and the whole run's (at least their sum).
+    steps = [(t.name, t.seconds) for t in back.timings.steps]
+    assert [n for n, _ in steps] == [
+        "export", "distill", "student export", "load runners", "accuracy", "benchmark", "serving and report"
+    ]
+    assert all(t >= 0 for _, t in steps) and back.timings.total_s >= sum(t for _, t in steps) - 0.1
+    # The teacher's logits on the 16 distillation rows are kept for the next run.
+    cached = np.load(root / LAYOUT.teacher_logits_dir / "logits.npy")
+    assert cached.shape == (16, len(LABELS)) and back.distill["teacher_logits_cached"] is False
 
     assert back.plots == {k: f"{LAYOUT.plots_dir}/{v}" for k, v in PLOTS.items()}
     for rel in back.plots.values():

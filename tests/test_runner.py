@@ -72,3 +72,31 @@ def test_unknown_stage():
 
     with pytest.raises(KitError, match="unknown stage 'nope'"):
         runner.run_stage("nope")
+
+
+PROBE = """\
+import os, time
+import tqdm.auto, tqdm.notebook
+from kit.core.progress import StepTimer, progress
+timer = StepTimer("probe")
+with timer.step("count"):
+    for _ in progress(range(3), desc="probe bar"):
+        time.sleep(0.05)
+print("auto bar is a widget:", issubclass(tqdm.auto.tqdm, tqdm.notebook.tqdm))
+os.environ.pop("KIT_PROGRESS")
+print("kit bar is a widget:", isinstance(progress(total=1, disable=True), tqdm.notebook.tqdm))
+"""
+
+
+def test_console_shows_the_kernels_progress_lines_and_step_summaries(tmp_path, stage, capfd):
+    root = make_project(tmp_path, [PROBE])
+    out = runner.run_stage("probe", root=root)
+    err = capfd.readouterr().err
+    assert "probe bar: 100%" in err  # the kernel's text bar reached the console (one line per refresh)
+    assert "probe: count 0." in err  # one summary line per step
+    assert "stage 'probe' done in" in err
+    # In a Jupyter kernel tqdm.auto (and the kit's bar, unless `kit run` asks for lines) draws the ipywidgets widget,
+    # so nothing warns that IProgress is missing.
+    assert "auto bar is a widget: True" in err and "kit bar is a widget: True" in err
+    text = "".join(str(o) for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []))
+    assert "IProgress" not in text and "TqdmWarning" not in text

@@ -19,6 +19,7 @@ class Layout:
     finetune_dir: str = "models/finetune"
     onnx_dir: str = "models/onnx"
     serving_dir: str = "models/serving"
+    teacher_logits_dir: str = "models/optimize/teacher_logits"  # distillation soft labels, kept between runs
     reports_dir: str = "reports"
     plots_dir: str = "reports/plots"
     notebooks_out: str = "reports/notebooks"

@@ -242,6 +242,12 @@ class OptimizeParams(_Section):
     distill_alpha: float = Field(
         0.7, ge=0, le=1, description="Weight of the KL term on soft labels (1 - alpha: cross-entropy on true labels)."
     )
+    distill_sampling: Literal["random", "group_by_length"] = Field(
+        "random",
+        description="How distillation batches are drawn: random, or group_by_length (rows of similar token length "
+        "share a step: on tweets about a third less padding, so shorter steps, but other batches than random, so "
+        "another student).",
+    )
     seed: int = Field(42, ge=0, description="Seed of distillation (sampling, shuffling, dropout).")
     batch_sizes: list[int] = Field(
         default_factory=lambda: [1, 32], min_length=1, description="Benchmark batch sizes (texts per call)."
@@ -259,7 +265,23 @@ class OptimizeParams(_Section):
         10, ge=1, le=10_000, description="Timed calls per variant, batch size and length, per round."
     )
     bench_rounds: int = Field(
-        5, ge=1, le=1000, description="Rounds; variants are interleaved within each round and ratios taken per round."
+        5,
+        ge=1,
+        le=1000,
+        description="Most rounds; variants are interleaved within each round and ratios taken per round.",
+    )
+    bench_min_rounds: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="Rounds always run (capped at bench_rounds); after them the benchmark stops as soon as the "
+        "speed ratios agree (bench_ratio_spread).",
+    )
+    bench_ratio_spread: float | None = Field(
+        0.1,
+        gt=0,
+        description="Stop once every variant's per-round speed ratios lie within this fraction of their median "
+        "((max - min) / median, over every batch size and length). None: always run bench_rounds.",
     )
     bench_texts: int = Field(2000, ge=1, description="Test texts the benchmark batches are drawn from.")
     eval_rows: int | None = Field(None, ge=1, description="Test rows for accuracy (None: the whole test split).")

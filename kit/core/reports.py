@@ -28,6 +28,8 @@ __all__ = [
     "BenchHeadline",
     "BenchSelection",
     "BenchReport",
+    "StepTime",
+    "StepTimings",
     "ServedModel",
     "ServeConfigUsed",
     "LoadTestConfig",
@@ -245,6 +247,20 @@ class BenchSelection(BaseModel):
     version: str
 
 
+class StepTime(BaseModel):
+    """One step of a stage run and the seconds it took."""
+
+    name: str
+    seconds: float
+
+
+class StepTimings(BaseModel):
+    """Where a stage's time went: each step's seconds, in the order they ran, and the whole stage's seconds."""
+
+    steps: list[StepTime]
+    total_s: float
+
+
 class BenchReport(StageReport):
     """reports/bench.json: headline and selection typed; the bulky parts as the benchmark and evaluation return them.
 
@@ -259,6 +275,7 @@ class BenchReport(StageReport):
     distill: dict[str, Any] | None  # the student's distillation summary (None: no student asked for)
     benchmark: dict[str, Any]  # machine, settings, reference, results (variant x batch x length), rounds
     plots: dict[str, str]  # figure name -> PNG path
+    timings: StepTimings | None = None  # seconds per step of the stage run that wrote it
 
 
 # ---------------------------------------------------------------------------------------------------- deploy

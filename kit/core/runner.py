@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kit.core.errors import KitError, NotebookError, UnknownParameterError
-from kit.core.headline import write_headline
+from kit.core.headline import HEADLINES, write_headline
 from kit.core.io import project_root, rel_path, write_text
 from kit.core.params import Params, load_params
+from kit.core.progress import PROGRESS_ENV
 
 __all__ = ["Stage", "STAGES", "stage_parameters", "run_stage"]
 
@@ -140,11 +141,11 @@ def run_stage(name: str, params_file: str | Path = "params.yaml", root: str | Pa
     os.environ.setdefault("TQDM_MININTERVAL", "5")
     os.environ.setdefault("TQDM_NCOLS", "100")
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    # tqdm.auto warns in a kernel without ipywidgets, quoting its own file's machine path into the notebook;
-    # papermill has no widget front end to lose, so the warning is noise in every executed notebook.
-    quiet = "ignore:IProgress not found"
-    if quiet not in os.environ.get("PYTHONWARNINGS", ""):
-        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet]))
+    # The kernel's text output is streamed to this console (log_output); a widget bar would show nothing here and
+    # leave no state in the executed notebook, so the kit's bars print lines (kit.core.progress).
+    os.environ.setdefault(PROGRESS_ENV, "text")
+    # The libraries' sub-second bars (loading weights, writing shards) would only crowd the stage's own lines.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     kernels = _kernel_dir()
     os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [kernels.name, os.environ.get("JUPYTER_PATH")]))
     start = time.perf_counter()
@@ -167,6 +168,7 @@ def run_stage(name: str, params_file: str | Path = "params.yaml", root: str | Pa
         if output.is_file():
             _relative_metadata(output, root)
     # The handful of figures `dvc metrics show` / `dvc exp show` compare, out of the detailed report just written.
-    write_headline(name, root)
+    if name in HEADLINES:  # a stage without headline figures (a probe notebook) has no metrics file
+        write_headline(name, root)
     print(f"stage {name!r} done in {time.perf_counter() - start:.1f}s -> {output.relative_to(root)}", file=sys.stderr)
     return output

@@ -17,7 +17,7 @@ from kit.core.errors import DataError, KitError
 from kit.core.io import rel_path
 from kit.optimize.export import find_tokenizer
 from kit.optimize.machine import machine_peak
-from kit.optimize.runners import Runner, load_runner, peak_mb, read_texts, reset_peak, rss_mb, trim
+from kit.optimize.runners import Runner, gc_frozen, load_runner, peak_mb, read_texts, reset_peak, rss_mb, trim
 from kit.serve.model import encode, load_tokenizer
 
 __all__ = [
@@ -127,6 +127,44 @@ def _result_row(
     }
 
 
+def _spread(round_med: dict[tuple[str, int, int], list[float]], reference: str) -> float:
+    """The largest relative spread, (max - min) / median, of any runner's per-round speed ratios over the reference."""
+    worst = 0.0
+    for (name, b, s), mine in round_med.items():
+        if name != reference and mine:
+            ratios = [ref / m for ref, m in zip(round_med[(reference, b, s)], mine, strict=True)]
+            worst = max(worst, (max(ratios) - min(ratios)) / statistics.median(ratios))
+    return worst
+
+
+def _rounds(
+    runners: list[Runner], inputs: dict[tuple[int, int], list[dict[str, np.ndarray]]], plan: dict[str, Any], bar: Any
+) -> tuple[dict[str, Any], int, float | None]:
+    """Run interleaved rounds until `plan` says stop: at least min_rounds, then until every ratio's spread is within
+    ratio_spread (None: never), at most max_rounds. Returns ({"lat", "round_med", "extra_mem"}, rounds, spread)."""
+    keys = [(r.name, b, s) for r in runners for b, s in inputs]
+    acc: dict[str, Any] = {"lat": {k: [] for k in keys}, "round_med": {k: [] for k in keys}}
+    acc["extra_mem"] = {k: 0.0 for k in keys}
+    can_reset, spread, rnd = plan["can_reset"], None, 0
+    while rnd < plan["max_rounds"]:
+        # Rotate the order each round so no variant always runs right after the same neighbour.
+        order = runners[rnd % len(runners) :] + runners[: rnd % len(runners)]
+        for b, s in inputs:
+            for r in order:
+                bar.set_postfix_str(f"round {rnd + 1} {r.name} b{b} s{s}", refresh=False)
+                times, extra = _time_runner(r, inputs[(b, s)], plan["warmup"], can_reset)
+                if extra is not None:
+                    acc["extra_mem"][(r.name, b, s)] = max(acc["extra_mem"][(r.name, b, s)], extra)
+                acc["lat"][(r.name, b, s)].extend(times)
+                acc["round_med"][(r.name, b, s)].append(statistics.median(times))
+                bar.update(1)
+        rnd += 1
+        spread = _spread(acc["round_med"], plan["reference"])
+        if rnd >= plan["min_rounds"] and plan["ratio_spread"] is not None and spread <= plan["ratio_spread"]:
+            break
+    return acc, rnd, spread
+
+
 def benchmark(
     runners: list[Runner],
     tokenizer: Any,
@@ -137,6 +175,8 @@ def benchmark(
     warmup: int = 2,
     repeats: int = 10,
     rounds: int = 3,
+    min_rounds: int | None = None,
+    ratio_spread: float | None = None,
     threads: int = 2,
     reference: str | None = None,
     progress: bool = True,
@@ -147,74 +187,89 @@ def benchmark(
 
     In each round, for each (batch size, length), each runner does `warmup` untimed calls then `repeats` timed ones.
     Latency percentiles pool all rounds; speed ratios over the reference are computed per round (same round, same
-    inputs) and their median reported, which cancels most machine drift.
+    inputs) and their median reported, which cancels most machine drift. Rounds stop early once the ratios agree.
 
     Args:
         runners: loaded models (same thread count).
         tokenizer: a tokenizers.Tokenizer shared by all runners.
         texts: real texts to draw batches from.
         batch_sizes, seq_lengths: the grid.
-        warmup, repeats, rounds: see above.
+        warmup, repeats: see above.
+        rounds: the most rounds run.
+        min_rounds: rounds always run (None: `rounds`, a fixed count; capped at `rounds`).
+        ratio_spread: after min_rounds, stop once every runner's per-round ratios lie within this fraction of their
+            median ((max - min) / median); None: run all `rounds`.
         threads: recorded (the runners were created with it).
         reference: runner name the ratios are over (default: the first PyTorch runner, else the first runner).
-        progress: show a tqdm bar.
+        progress: show a progress bar.
         measure_peak: also measure the machine's fp32 peak for GFLOP/s utilisation.
         root: project root; model paths in the results are written relative to it (None: as given).
 
     Returns:
         {"machine", "settings", "reference", "results": [per runner x batch x length], "rounds": raw medians}.
     """
-    from tqdm import tqdm
+    from kit.core.progress import progress as progress_bar
 
     reference = _check_runners(runners, texts, reference)
     peak = machine_peak(threads, measure=measure_peak)
-    grid = [(b, s) for s in seq_lengths for b in batch_sizes]
-    inputs = {(b, s): _batches(tokenizer, texts, b, s, warmup + repeats) for b, s in grid}
-    lat: dict[tuple[str, int, int], list[float]] = {(r.name, b, s): [] for r in runners for b, s in grid}
-    round_med: dict[tuple[str, int, int], list[float]] = {k: [] for k in lat}
-    extra_mem: dict[tuple[str, int, int], float] = {k: 0.0 for k in lat}
-    can_reset = reset_peak()
-    bar = tqdm(total=rounds * len(grid) * len(runners), desc="benchmark", unit="run", disable=not progress)
-    for rnd in range(rounds):
-        # Rotate the order each round so no variant always runs right after the same neighbour.
-        order = runners[rnd % len(runners) :] + runners[: rnd % len(runners)]
-        for b, s in grid:
-            for r in order:
-                bar.set_postfix_str(f"round {rnd + 1}/{rounds} {r.name} b{b} s{s}")
-                times, extra = _time_runner(r, inputs[(b, s)], warmup, can_reset)
-                if extra is not None:
-                    extra_mem[(r.name, b, s)] = max(extra_mem[(r.name, b, s)], extra)
-                lat[(r.name, b, s)].extend(times)
-                round_med[(r.name, b, s)].append(statistics.median(times))
-                bar.update(1)
+    inputs = {(b, s): _batches(tokenizer, texts, b, s, warmup + repeats) for s in seq_lengths for b in batch_sizes}
+    low = min(min_rounds or rounds, rounds)
+    plan = {"max_rounds": rounds, "min_rounds": low, "ratio_spread": ratio_spread, "warmup": warmup}
+    plan |= {"reference": reference, "can_reset": reset_peak()}
+    bar = progress_bar(total=rounds * len(inputs) * len(runners), desc="benchmark", unit="run", disable=not progress)
+    with gc_frozen():
+        acc, done, spread = _rounds(runners, inputs, plan, bar)
+    bar.total = bar.n  # stopped early: the bar ends full, not at the share of the most rounds
     bar.close()
     results = []
     for r in runners:
-        for b, s in grid:
+        for b, s in inputs:
             k = (r.name, b, s)
-            ratios = [ref / mine for ref, mine in zip(round_med[(reference, b, s)], round_med[k])]
-            results.append(_result_row(r, b, s, lat[k], ratios, extra_mem[k] if can_reset else None, peak, root))
+            ratios = [
+                ref / mine for ref, mine in zip(acc["round_med"][(reference, b, s)], acc["round_med"][k], strict=True)
+            ]
+            extra = acc["extra_mem"][k] if plan["can_reset"] else None
+            results.append(_result_row(r, b, s, acc["lat"][k], ratios, extra, peak, root))
     return {
         "machine": {**peak, "platform": platform.platform(), "cpus": os.cpu_count()},
-        "settings": {
-            "batch_sizes": list(batch_sizes),
-            "seq_lengths": list(seq_lengths),
-            "warmup": warmup,
-            "repeats": repeats,
-            "rounds": rounds,
-            "threads": threads,
-            "texts": len(texts),
-            "memory_method": "RSS the model added when loaded and run once (load_rss_mb) + the largest peak-RSS "
-            "growth over rounds during its warm-up and timed calls (VmHWM reset per run via /proc/self/clear_refs, "
-            "freed heap returned to the OS with malloc_trim first)"
-            if can_reset
-            else "unavailable on this OS",
-            "gflops_method": "analytic fp32-equivalent FLOPs of the encoder (2 per multiply-add) / median latency; "
-            "INT8 variants do the same work in integer ops",
-        },
+        "settings": _settings(batch_sizes, seq_lengths, warmup, repeats, plan, done, spread, threads, len(texts)),
         "reference": reference,
         "results": results,
-        "rounds": {f"{n}|b{b}|s{s}": [1000 * x for x in v] for (n, b, s), v in round_med.items()},
+        "rounds": {f"{n}|b{b}|s{s}": [1000 * x for x in v] for (n, b, s), v in acc["round_med"].items()},
+    }
+
+
+def _settings(
+    batch_sizes: Sequence[int],
+    seq_lengths: Sequence[int],
+    warmup: int,
+    repeats: int,
+    plan: dict[str, Any],
+    done: int,
+    spread: float | None,
+    threads: int,
+    n_texts: int,
+) -> dict[str, Any]:
+    """The benchmark's settings as reported: the grid, calls, rounds run (and the stopping rule), methods."""
+    return {
+        "batch_sizes": list(batch_sizes),
+        "seq_lengths": list(seq_lengths),
+        "warmup": warmup,
+        "repeats": repeats,
+        "rounds": done,
+        "min_rounds": plan["min_rounds"],
+        "max_rounds": plan["max_rounds"],
+        "ratio_spread_target": plan["ratio_spread"],
+        "ratio_spread": spread,
+        "threads": threads,
+        "texts": n_texts,
+        "memory_method": "RSS the model added when loaded and run once (load_rss_mb) + the largest peak-RSS "
+        "growth over rounds during its warm-up and timed calls (VmHWM reset per run via /proc/self/clear_refs, "
+        "freed heap returned to the OS with malloc_trim first)"
+        if plan["can_reset"]
+        else "unavailable on this OS",
+        "gflops_method": "analytic fp32-equivalent FLOPs of the encoder (2 per multiply-add) / median latency; "
+        "INT8 variants do the same work in integer ops",
     }
 
 
@@ -231,13 +286,15 @@ def evaluate(
 ) -> dict[str, dict[str, float]]:
     """Accuracy, macro-F1 and agreement with the reference's predictions for every runner on all texts.
 
-    Texts are sorted by length and padded per batch (same predictions as one by one, much faster).
+    Texts are sorted by length, tokenised once into batches padded to their longest (same predictions as one by
+    one, much faster), and every runner predicts the same batches.
 
     Returns:
         {runner name: {"accuracy", "macro_f1", "agreement", "rows"}}.
     """
     from sklearn.metrics import accuracy_score, f1_score
-    from tqdm import tqdm
+
+    from kit.core.progress import progress as progress_bar
 
     if len(texts) != len(labels):
         raise DataError(f"{len(texts)} texts but {len(labels)} labels")
@@ -245,11 +302,14 @@ def evaluate(
         reference = next((r.name for r in runners if r.kind == "pytorch"), runners[0].name)
     order = np.argsort([len(t) for t in texts], kind="stable")
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    encoded = [encode(tokenizer, [texts[i] for i in idx]) for idx in batches]
     preds: dict[str, np.ndarray] = {}
     for r in runners:
         out = np.empty(len(texts), dtype=np.int64)
-        for idx in tqdm(batches, desc=f"accuracy {r.name}", unit="batch", disable=not progress):
-            out[idx] = r(encode(tokenizer, [texts[i] for i in idx])).argmax(axis=1)
+        bar = progress_bar(zip(batches, encoded, strict=True), total=len(batches), desc=f"accuracy {r.name}",
+                           unit="batch", disable=not progress)  # fmt: skip
+        for idx, x in bar:
+            out[idx] = r(x).argmax(axis=1)
         preds[r.name] = out
     ref = preds[reference]
     present = sorted(set(labels.tolist()))
@@ -321,13 +381,14 @@ def bench_models(
         raise KitError(f"no tokenizer.json beside any of {[str(m) for m in models]}; pass --tokenizer")
     tok = load_tokenizer(tok_path, max_length)
     runners: list[Runner] = []
-    for m in models:
-        r = load_runner(m, threads)
-        taken = {x.name for x in runners}
-        base, i = r.name, 2
-        while r.name in taken:
-            r.name, i = f"{base}_{i}", i + 1
-        runners.append(r)
+    with gc_frozen():  # each load trims twice: scan the libraries' objects once, not every time
+        for m in models:
+            r = load_runner(m, threads)
+            taken = {x.name for x in runners}
+            base, i = r.name, 2
+            while r.name in taken:
+                r.name, i = f"{base}_{i}", i + 1
+            runners.append(r)
     acc = None
     if accuracy and labels is not None:
         acc = evaluate(runners, tok, texts, labels, progress=progress)

@@ -13,8 +13,9 @@ import numpy as np
 
 from kit.core.errors import KitError
 from kit.core.io import write_json, write_text
+from kit.optimize.teacher import Rows, cached_logits, logits_key, rows_logits, tokenise
 
-__all__ = ["make_student", "teacher_logits", "distill"]
+__all__ = ["make_student", "distill"]
 
 
 def make_student(teacher: Any, layers: list[int]) -> Any:
@@ -44,117 +45,62 @@ def make_student(teacher: Any, layers: list[int]) -> Any:
     return student
 
 
-def teacher_logits(
-    teacher: Any,
-    tokenizer: Any,
-    texts: list[str],
-    *,
-    batch_size: int = 64,
-    onnx_path: str | Path | None = None,
-    threads: int = 2,
-) -> np.ndarray:
-    """The teacher's logits for `texts` (sorted by length and padded per batch for speed).
-
-    Args:
-        teacher: the HF classifier.
-        tokenizer: the serving tokenizer (kit.serve.model.load_tokenizer: truncation at max_length, padding to the
-            batch's longest), so both paths below see exactly the inputs the served model sees.
-        texts: rows to score.
-        batch_size: rows per forward pass.
-        onnx_path: a parity-checked fp32 ONNX export of the same teacher; when given, ONNX Runtime computes the
-            logits (same values within the parity tolerance, about twice as fast as PyTorch on CPU).
-        threads: ORT intra-op threads.
-    """
-    from tqdm import tqdm
-
-    from kit.optimize.export import torch_logits
-    from kit.serve.model import encode, make_session, session_logits
-
-    out = np.empty((len(texts), teacher.config.num_labels), dtype=np.float32)
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    teacher.eval()
-    sess = make_session(onnx_path, threads) if onnx_path else None
-    for i in tqdm(range(0, len(order), batch_size), desc="teacher logits", unit="batch"):
-        idx = order[i : i + batch_size]
-        batch = encode(tokenizer, [texts[j] for j in idx])
-        out[idx] = session_logits(sess, batch) if sess is not None else torch_logits(teacher, batch)
-    return out
+# Files that make up a HF tokenizer: copied from the teacher, so the student reads text exactly as the teacher did.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "added_tokens.json",
+)
 
 
-def distill(
-    teacher_dir: str | Path,
-    out_dir: str | Path,
-    texts: list[str],
-    labels: np.ndarray,
-    layers: list[int],
-    steps: int,
-    batch_size: int,
-    learning_rate: float,
-    temperature: float,
-    alpha: float,
-    max_length: int,
-    seed: int = 42,
-    threads: int = 2,
-    teacher_onnx: str | Path | None = None,
-) -> dict[str, Any]:
-    """Train a student by knowledge distillation and save it as a HF model directory.
+def _soft_labels(
+    teacher: Any, teacher_dir: Path, rows: Rows, texts: list[str], pad_id: int, max_length: int, **kw: Any
+) -> tuple[np.ndarray, bool]:
+    """The teacher's logits for the rows: from `logits_cache` when it holds this teacher's for these rows, else
+    computed (ONNX Runtime when `teacher_onnx` is given) and stored there. Returns (logits, cached)."""
+    cache, onnx_path, threads = kw["logits_cache"], kw["teacher_onnx"], kw["threads"]
 
-    Loss = alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(student, label).
-    The teacher's logits are computed once up front; training uses the transformers Trainer (seeded, CPU).
+    def compute() -> np.ndarray:
+        return rows_logits(teacher, rows, pad_id, onnx_path=onnx_path, threads=threads)
 
-    Args:
-        teacher_dir: the fine-tuned model directory (config, weights, tokenizer, labels.json).
-        out_dir: where the student goes (same files).
-        texts, labels: training rows (labels as class ids).
-        layers: teacher layers the student starts from.
-        steps: optimizer steps.
-        batch_size: rows per step.
-        learning_rate: peak learning rate (linear decay, 10% warm-up).
-        temperature: softening temperature T.
-        alpha: weight of the distillation term.
-        max_length: truncation length.
-        seed: seeds init order, shuffling and dropout.
-        threads: torch threads.
-        teacher_onnx: parity-checked ONNX export of the teacher to compute its logits with (faster); None: PyTorch.
+    if cache is None:
+        return compute(), False
+    logits, hit = cached_logits(cache, logits_key(teacher_dir, texts, max_length), compute)
+    print(f"teacher logits: {'reused from' if hit else 'computed, stored in'} {Path(cache).name}")
+    return logits, hit
 
-    Returns:
-        A summary: layers, steps, rows, seconds, final losses.
-    """
+
+def _progress_callback(losses: list[float]) -> Any:
+    """A Trainer callback driving a kit progress bar over optimizer steps (a widget in JupyterLab, lines under
+    `kit run`), the running loss in its postfix."""
+    from transformers import TrainerCallback
+
+    from kit.core.progress import progress
+
+    class DistillProgress(TrainerCallback):
+        bar: Any = None
+
+        def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001, ANN201
+            self.bar = progress(total=state.max_steps, desc="distill", unit="step")
+
+        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, ANN201
+            self.bar.update(state.global_step - self.bar.n)
+            if losses:
+                self.bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}", refresh=False)
+
+        def on_train_end(self, args, state, control, **kw):  # noqa: ANN001, ANN201
+            self.bar.close()
+
+    return DistillProgress()
+
+
+def _collate(pad_id: int) -> Any:
+    """Pad a list of training rows to their longest; labels and teacher logits as tensors."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, set_seed
 
-    from kit.optimize.export import find_tokenizer
-    from kit.serve.model import load_tokenizer
-
-    teacher_dir, out_dir = Path(teacher_dir), Path(out_dir)
-    if len(texts) != len(labels) or not texts:
-        raise KitError(f"distillation needs matching non-empty texts and labels, got {len(texts)} / {len(labels)}")
-    torch.set_num_threads(threads)
-    set_seed(seed)
-    start = time.perf_counter()
-    tok = AutoTokenizer.from_pretrained(str(teacher_dir))
-    teacher = AutoModelForSequenceClassification.from_pretrained(str(teacher_dir))
-    serving_tok = load_tokenizer(find_tokenizer(teacher_dir), max_length)
-    t_logits = teacher_logits(teacher, serving_tok, texts, onnx_path=teacher_onnx, threads=threads)
-    t_teacher = time.perf_counter() - start
-    student = make_student(teacher, layers)
-    del teacher
-    student.train()
-
-    enc = tok(list(texts), truncation=True, max_length=max_length)
-    rows = [
-        {
-            "input_ids": enc["input_ids"][i],
-            "attention_mask": enc["attention_mask"][i],
-            "token_type_ids": enc["token_type_ids"][i] if "token_type_ids" in enc else [0] * len(enc["input_ids"][i]),
-            "labels": int(labels[i]),
-            "teacher_logits": t_logits[i],
-        }
-        for i in range(len(texts))
-    ]
-    pad_id = tok.pad_token_id or 0
-
-    def collate(feats: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def collate(feats: list[dict[str, Any]]) -> dict[str, Any]:
         n = max(len(f["input_ids"]) for f in feats)
 
         def pad(key: str, value: int) -> torch.Tensor:
@@ -168,6 +114,16 @@ def distill(
             "teacher_logits": torch.tensor(np.stack([f["teacher_logits"] for f in feats])),
         }
 
+    return collate
+
+
+def _trainer(student: Any, rows: list[dict[str, Any]], pad_id: int, out_dir: Path, kw: dict[str, Any]) -> Any:
+    """The transformers Trainer minimising alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE; losses in
+    `trainer.distill_losses`."""
+    import torch
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    temperature, alpha = kw["temperature"], kw["alpha"]
     losses: list[float] = []
 
     class DistillTrainer(Trainer):
@@ -192,45 +148,133 @@ def distill(
 
     args = TrainingArguments(
         output_dir=str(out_dir / "_trainer"),
-        max_steps=steps,
-        per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate,
+        max_steps=kw["steps"],
+        per_device_train_batch_size=kw["batch_size"],
+        learning_rate=kw["learning_rate"],
         warmup_steps=0.1,  # below 1: a ratio of max_steps (transformers 5)
         lr_scheduler_type="linear",
         weight_decay=0.01,
-        seed=seed,
-        data_seed=seed,
+        seed=kw["seed"],
+        data_seed=kw["seed"],
         use_cpu=True,
         report_to=[],
         save_strategy="no",
         logging_strategy="no",
         remove_unused_columns=False,
         dataloader_num_workers=0,
-        disable_tqdm=False,
+        train_sampling_strategy=kw["sampling"],
+        disable_tqdm=True,  # the kit's own bar (DistillProgress) instead of the notebook HTML one papermill cannot show
     )
-    trainer = DistillTrainer(model=student, args=args, train_dataset=rows, data_collator=collate)
+    trainer = DistillTrainer(model=student, args=args, train_dataset=rows, data_collator=_collate(pad_id))
+    trainer.remove_callback(PrinterCallback)  # it prints the end-of-training metrics dict; the summary says it better
+    trainer.add_callback(_progress_callback(losses))
+    trainer.distill_losses = losses
+    return trainer
+
+
+def distill(
+    teacher_dir: str | Path,
+    out_dir: str | Path,
+    texts: list[str],
+    labels: np.ndarray,
+    layers: list[int],
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    temperature: float,
+    alpha: float,
+    max_length: int,
+    seed: int = 42,
+    threads: int = 2,
+    teacher_onnx: str | Path | None = None,
+    teacher: Any | None = None,
+    logits_cache: str | Path | None = None,
+    sampling: str = "random",
+) -> dict[str, Any]:
+    """Train a student by knowledge distillation and save it as a HF model directory.
+
+    Loss = alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(student, label). The rows are
+    tokenised once (the serving tokenizer); the teacher's logits are computed once up front (or reused from
+    `logits_cache`); training uses the transformers Trainer (seeded, CPU).
+
+    Args:
+        teacher_dir: the fine-tuned model directory (config, weights, tokenizer, labels.json).
+        out_dir: where the student goes (same files).
+        texts, labels: training rows (labels as class ids).
+        layers: teacher layers the student starts from.
+        steps, batch_size: optimizer steps, rows per step.
+        learning_rate: peak learning rate (linear decay, 10% warm-up).
+        temperature, alpha: softening temperature T, weight of the distillation term.
+        max_length: truncation length.
+        seed: seeds init order, shuffling and dropout.
+        threads: torch threads.
+        teacher_onnx: parity-checked ONNX export of the teacher to compute its logits with (faster); None: PyTorch.
+        teacher: the teacher already loaded from teacher_dir (None: load it).
+        logits_cache: directory keeping the teacher's logits between runs (None: no cache).
+        sampling: how batches are drawn, "random" or "group_by_length" (similar lengths together: less padding).
+
+    Returns:
+        A summary: layers, steps, rows, seconds (teacher logits and whether cached), final losses.
+    """
+    import torch
+    from transformers import set_seed
+
+    from kit.optimize.export import find_tokenizer, load_classifier
+    from kit.serve.model import load_tokenizer
+
+    teacher_dir, out_dir = Path(teacher_dir), Path(out_dir)
+    if len(texts) != len(labels) or not texts:
+        raise KitError(f"distillation needs matching non-empty texts and labels, got {len(texts)} / {len(labels)}")
+    torch.set_num_threads(threads)
+    set_seed(seed)
+    start = time.perf_counter()
+    teacher = teacher if teacher is not None else load_classifier(teacher_dir, eager=False)
+    tok = load_tokenizer(find_tokenizer(teacher_dir), max_length)
+    pad_id = int((tok.padding or {}).get("pad_id", 0))
+    enc = tokenise(tok, texts)
+    t_logits, cached = _soft_labels(
+        teacher, teacher_dir, enc, texts, pad_id, max_length,
+        logits_cache=logits_cache, teacher_onnx=teacher_onnx, threads=threads,
+    )  # fmt: skip
+    t_teacher = time.perf_counter() - start
+    student = make_student(teacher, layers)
+    # A teacher shared with the export has eager attention; the student trains with PyTorch's fused default (SDPA),
+    # as a freshly loaded model would.
+    student.set_attn_implementation("sdpa")
+    student.train()
+    rows = [
+        {
+            "input_ids": enc["input_ids"][i],
+            "attention_mask": [1] * len(enc["input_ids"][i]),
+            "token_type_ids": enc["token_type_ids"][i],
+            "labels": int(labels[i]),
+            "teacher_logits": t_logits[i],
+        }
+        for i in range(len(texts))
+    ]
+    kw = dict(steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed, sampling=sampling)
+    trainer = _trainer(student, rows, pad_id, out_dir, {**kw, "temperature": temperature, "alpha": alpha})
     trainer.train()
+    losses: list[float] = trainer.distill_losses
     student.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     student.save_pretrained(str(out_dir))
-    tok.save_pretrained(str(out_dir))
-    if (teacher_dir / "labels.json").is_file():
-        write_text(out_dir / "labels.json", (teacher_dir / "labels.json").read_text())
+    for name in _TOKENIZER_FILES + ("labels.json",):
+        if (teacher_dir / name).is_file():
+            write_text(out_dir / name, (teacher_dir / name).read_text())
     shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
     summary = {
+        **kw,
         "layers": list(layers),
-        "steps": steps,
-        "batch_size": batch_size,
         "rows": len(texts),
         "epochs": round(steps * batch_size / len(texts), 3),
         "teacher_logits_s": round(t_teacher, 1),
+        "teacher_logits_cached": cached,
         "seconds": round(time.perf_counter() - start, 1),
         "loss_first": round(float(np.mean(losses[:10])), 4) if losses else None,
         "loss_last": round(float(np.mean(losses[-10:])), 4) if losses else None,
         "temperature": temperature,
         "alpha": alpha,
-        "learning_rate": learning_rate,
-        "seed": seed,
     }
     write_json(out_dir / "distill.json", summary)
     return summary

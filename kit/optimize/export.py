@@ -154,7 +154,12 @@ def export_onnx(model: Any, out_path: str | Path, opset: int = 17) -> Path:
 
 
 def check_parity(
-    model: Any, onnx_path: str | Path, batch: dict[str, np.ndarray], atol: float, threads: int = 2
+    model: Any,
+    onnx_path: str | Path,
+    batch: dict[str, np.ndarray],
+    atol: float,
+    threads: int = 2,
+    ref: np.ndarray | None = None,
 ) -> float:
     """Compare ONNX Runtime logits with PyTorch logits on the same real inputs.
 
@@ -164,6 +169,7 @@ def check_parity(
         batch: encoded real texts (from `encode`).
         atol: largest allowed absolute difference of any logit.
         threads: ORT intra-op threads.
+        ref: PyTorch's logits for `batch` when already computed (one forward serves every graph of a model).
 
     Returns:
         The max absolute difference.
@@ -171,7 +177,7 @@ def check_parity(
     Raises:
         ParityError: the difference exceeds atol (the message gives the max difference and where).
     """
-    ref = torch_logits(model, batch)
+    ref = torch_logits(model, batch) if ref is None else ref
     got = session_logits(make_session(onnx_path, threads), batch)
     if got.shape != ref.shape:
         raise ParityError(onnx_path, float("inf"), atol, f"logits shape {got.shape} != PyTorch {ref.shape}")

@@ -13,6 +13,7 @@ __all__ = [
     "summary_table",
     "accuracy_table",
     "variants_table",
+    "timings_table",
     "candidates_table",
     "headline_table",
     "plot_throughput",
@@ -90,13 +91,25 @@ def headline_table(report: BenchReport) -> Any:
     return pd.Series(report.headline.model_dump(), dtype=object)
 
 
+def timings_table(report: BenchReport) -> Any:
+    """Where the stage run's time went: seconds and share of the total per step, in the order they ran."""
+    import pandas as pd
+
+    if report.timings is None:
+        return pd.DataFrame(columns=["step", "seconds", "share"])
+    df = pd.DataFrame([{"step": s.name, "seconds": s.seconds} for s in report.timings.steps])
+    df["share"] = (df["seconds"] / report.timings.total_s).round(3)
+    total = pd.DataFrame([{"step": "total", "seconds": report.timings.total_s, "share": 1.0}])
+    return pd.concat([df, total], ignore_index=True)
+
+
 def plot_throughput(bench: dict[str, Any]) -> Any:
     """Throughput (sequences/s) against batch size, one line per variant (one panel per sequence length)."""
     import matplotlib.pyplot as plt
 
     seqs = bench["settings"]["seq_lengths"]
     fig, axes = plt.subplots(1, len(seqs), figsize=(6 * len(seqs), 4), squeeze=False)
-    for ax, s in zip(axes[0], seqs):
+    for ax, s in zip(axes[0], seqs, strict=True):
         for name in dict.fromkeys(r["variant"] for r in bench["results"]):
             pts = sorted(
                 (r["batch_size"], r["throughput_seq_s"])

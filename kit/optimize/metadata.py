@@ -41,7 +41,7 @@ class ModelSpec:
         return {f"{META_PREFIX}{k}": str(v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_metadata(cls, props: dict[str, str]) -> "ModelSpec | None":
+    def from_metadata(cls, props: dict[str, str]) -> ModelSpec | None:
         try:
             return cls(**{k: int(props[f"{META_PREFIX}{k}"]) for k in cls.__dataclass_fields__})
         except (KeyError, ValueError):

@@ -3,7 +3,6 @@ Notebook 03 runs `run_optimize` and shows what it returns; every path comes from
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +10,12 @@ from kit.core.errors import ModelDirError
 from kit.core.io import read_labels, rel_path, save_figure
 from kit.core.layout import LAYOUT
 from kit.core.params import Params
-from kit.core.reports import BenchReport, BenchSelection, write_report
+from kit.core.progress import StepTimer
+from kit.core.reports import BenchReport, BenchSelection, StepTime, StepTimings, write_report
 from kit.optimize.bench import benchmark, evaluate
 from kit.optimize.export import find_tokenizer
 from kit.optimize.figures import headline, plot_accuracy_latency, plot_throughput, selection_rows
-from kit.optimize.runners import Runner, load_runner, read_texts
+from kit.optimize.runners import Runner, gc_frozen, load_runner, read_texts
 from kit.optimize.variants import Variant, build_all, select_variant, write_serving
 from kit.serve.model import load_tokenizer
 
@@ -26,33 +26,41 @@ FALLBACK = "onnx_fp32"  # served when no variant keeps macro-F1 within the budge
 PLOTS = {"throughput": "optimize_throughput.png", "accuracy_latency": "optimize_accuracy_latency.png"}
 
 
-def _measure(params: Params, root: Path, variants: list[Variant]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _measure(
+    params: Params, root: Path, variants: list[Variant], timer: StepTimer
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Accuracy on the test split and the interleaved benchmark of PyTorch and every variant: (accuracy, bench)."""
     o, finetune = params.optimize, root / LAYOUT.finetune_dir
-    runners: list[Runner] = [load_runner(finetune, o.threads, REFERENCE)]
-    runners += [load_runner(v.path, o.threads, v.name) for v in variants]
+    with timer.step("load runners"), gc_frozen():
+        runners: list[Runner] = [load_runner(finetune, o.threads, REFERENCE)]
+        runners += [load_runner(v.path, o.threads, v.name) for v in variants]
     texts, labels = read_texts(root / LAYOUT.split("test"))
     n_eval = o.eval_rows or len(texts)
     # The server's tokenizer and padding for every runner, PyTorch included: all see the same inputs.
     tok = load_tokenizer(find_tokenizer(finetune), params.model.max_length)
     print(f"accuracy of {len(runners)} models on {n_eval} test texts")
-    acc = evaluate(runners, tok, texts[:n_eval], labels[:n_eval], batch_size=o.eval_batch_size, reference=REFERENCE)
+    with timer.step("accuracy"), gc_frozen():
+        acc = evaluate(runners, tok, texts[:n_eval], labels[:n_eval], batch_size=o.eval_batch_size, reference=REFERENCE)
     print(
-        f"benchmark: batch sizes {o.batch_sizes}, lengths {o.seq_lengths}, {o.bench_rounds} rounds, {o.threads} threads"
+        f"benchmark: batch sizes {o.batch_sizes}, lengths {o.seq_lengths}, {min(o.bench_min_rounds, o.bench_rounds)}"
+        f"-{o.bench_rounds} rounds (until ratios agree within {o.bench_ratio_spread}), {o.threads} threads"
     )
-    bench = benchmark(
-        runners,
-        tok,
-        texts[: o.bench_texts],
-        o.batch_sizes,
-        o.seq_lengths,
-        warmup=o.bench_warmup,
-        repeats=o.bench_repeats,
-        rounds=o.bench_rounds,
-        threads=o.threads,
-        reference=REFERENCE,
-        root=root,
-    )
+    with timer.step("benchmark"):
+        bench = benchmark(
+            runners,
+            tok,
+            texts[: o.bench_texts],
+            o.batch_sizes,
+            o.seq_lengths,
+            warmup=o.bench_warmup,
+            repeats=o.bench_repeats,
+            rounds=o.bench_rounds,
+            min_rounds=o.bench_min_rounds,
+            ratio_spread=o.bench_ratio_spread,
+            threads=o.threads,
+            reference=REFERENCE,
+            root=root,
+        )
     return acc, bench
 
 
@@ -86,20 +94,42 @@ def run_optimize(params: Params, root: str | Path) -> BenchReport:
     Raises:
         KitError: a missing input (the fine-tuned model, a split, labels.json) or a failed parity check.
     """
-    with warnings.catch_warnings():
-        # In a papermill kernel without ipywidgets, tqdm.auto warns once, quoting its file's machine path.
-        warnings.filterwarnings("ignore", message="IProgress not found")
-        return _run(params, Path(root).resolve())
-
-
-def _run(params: Params, root: Path) -> BenchReport:
+    root = Path(root).resolve()
     o, max_length = params.optimize, params.model.max_length
     finetune, onnx_dir = root / LAYOUT.finetune_dir, root / LAYOUT.onnx_dir
+    timer = StepTimer("optimize")
     print(f"building variants {list(o.variants)} from {LAYOUT.finetune_dir} into {LAYOUT.onnx_dir}")
-    built = build_all(o, max_length, finetune, root / LAYOUT.split("train"), root / LAYOUT.split("test"), onnx_dir)
+    built = build_all(
+        o,
+        max_length,
+        finetune,
+        root / LAYOUT.split("train"),
+        root / LAYOUT.split("test"),
+        onnx_dir,
+        timer=timer,
+        logits_cache=root / LAYOUT.teacher_logits_dir,
+    )
     variants: list[Variant] = built["variants"]
-    acc, bench = _measure(params, root, variants)
+    acc, bench = _measure(params, root, variants, timer)
+    with timer.step("serving and report"):
+        report = _select_and_write(params, root, variants, acc, bench, built["distill"])
+    steps = [StepTime(name=n, seconds=t) for n, t in timer.steps]
+    report.timings = StepTimings(steps=steps, total_s=timer.total_s)
+    write_report(root / LAYOUT.bench_report, report)
+    print(f"optimize: total {report.timings.total_s:.1f} s")
+    return report
 
+
+def _select_and_write(
+    params: Params,
+    root: Path,
+    variants: list[Variant],
+    acc: dict[str, Any],
+    bench: dict[str, Any],
+    distill: dict[str, Any] | None,
+) -> BenchReport:
+    """Select the variant, write the serving directory and the plots; returns the report (timings still to add)."""
+    o, max_length, finetune = params.optimize, params.model.max_length, root / LAYOUT.finetune_dir
     sel = select_variant(selection_rows(bench, acc), acc[REFERENCE]["macro_f1"], o.max_f1_drop, FALLBACK)
     head = headline(bench, acc, sel["variant"], max_f1_drop=o.max_f1_drop)
     chosen = next(v for v in variants if v.name == sel["variant"])
@@ -120,10 +150,9 @@ def _run(params: Params, root: Path) -> BenchReport:
         candidates=record["candidates"],
         accuracy=acc,
         variants=[v.as_dict(root) for v in variants],
-        distill=built["distill"],
+        distill=distill,
         benchmark=bench,
         plots=_save_plots(root, bench, acc),
     )
-    write_report(root / LAYOUT.bench_report, report)
-    print(f"wrote {LAYOUT.bench_report} and {', '.join(report.plots.values())}")
+    print(f"writing {LAYOUT.bench_report} and {', '.join(report.plots.values())}")
     return report

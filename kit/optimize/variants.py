@@ -11,6 +11,7 @@ from typing import Any
 from kit.core.errors import KitError
 from kit.core.io import atomic_path, rel_path, sha256_file, write_json, write_labels
 from kit.core.params import VARIANT_KINDS
+from kit.core.progress import StepTimer
 from kit.optimize.export import (
     check_parity,
     convert_fp16,
@@ -22,6 +23,7 @@ from kit.optimize.export import (
     model_spec,
     optimize_graph,
     quantize_int8,
+    torch_logits,
 )
 from kit.optimize.metadata import is_kit_onnx
 from kit.serve.model import INPUT_NAMES, OUTPUT_NAME, POOLED_NAME, encode, load_tokenizer
@@ -70,6 +72,7 @@ def build_variants(
     int8: dict[str, Any],
     opset: int = 17,
     threads: int = 2,
+    model: Any | None = None,
 ) -> list[Variant]:
     """Export `model_dir` and build the requested variants as `<out_dir>/<prefix>_<kind>.onnx`.
 
@@ -87,6 +90,7 @@ def build_variants(
         int8: keyword arguments of quantize_int8 (per_channel, reduce_range, weight_type).
         opset: ONNX opset of the export.
         threads: ORT threads for the check.
+        model: the classifier already loaded from model_dir with eager attention (None: load it).
 
     Returns:
         The built variants (fp32 first), each with its size and parity figure.
@@ -99,7 +103,7 @@ def build_variants(
         raise KitError(f"unknown variant kind(s) {unknown}; known: {list(VARIANT_KINDS)}")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = load_classifier(model_dir)
+    model = model if model is not None else load_classifier(model_dir)
     spec = model_spec(model)
     tok_json = find_tokenizer(model_dir)
     with atomic_path(out_dir / "tokenizer.json", suffix=".json") as tmp:  # this model's, never a stale copy
@@ -107,15 +111,19 @@ def build_variants(
     batch = encode(load_tokenizer(tok_json, max_length), parity_texts)
 
     def _variant(kind: str, path: Path, diff: float | None = None, notes: list[str] | None = None) -> Variant:
-        return Variant(f"{prefix}_{kind}", path, path.stat().st_size, kind, str(model_dir), diff, notes or [])
+        v = Variant(f"{prefix}_{kind}", path, path.stat().st_size, kind, str(model_dir), diff, notes or [])
+        parity = f", parity max diff {diff:.1e}" if diff is not None else ""
+        print(f"built {v.name}: {v.size_bytes / 2**20:.1f} MB{parity}", flush=True)  # a line per file while it works
+        return v
 
+    ref = torch_logits(model, batch)  # PyTorch's logits, once for every graph checked against them
     fp32 = export_onnx(model, out_dir / f"{prefix}_fp32.onnx", opset=opset)
-    built = [_variant("fp32", fp32, check_parity(model, fp32, batch, atol, threads))]
+    built = [_variant("fp32", fp32, check_parity(model, fp32, batch, atol, threads, ref))]
     needs_fused = any(k in kinds for k in ("optimized", "int8"))
     if needs_fused:
         fused = optimize_graph(fp32, out_dir / f"{prefix}_optimized.onnx", spec)
         built.append(
-            _variant("optimized", fused, check_parity(model, fused, batch, atol, threads), [fused_note(fused)])
+            _variant("optimized", fused, check_parity(model, fused, batch, atol, threads, ref), [fused_note(fused)])
         )
     if "int8" in kinds:
         q = quantize_int8(out_dir / f"{prefix}_optimized.onnx", out_dir / f"{prefix}_int8.onnx", spec, **int8)
@@ -134,6 +142,20 @@ def variant_kinds(variants: list[str], prefix: str) -> list[str]:
     return [v.split("_", 1)[1] for v in variants if v.startswith(prefix + "_")]
 
 
+def _distill_rows(opt: Any, train_path: str | Path) -> tuple[list[str], Any]:
+    """The training rows the student learns from: `distill_rows` (default steps x batch size) sampled with the seed."""
+    import pandas as pd
+
+    from kit.optimize.runners import read_texts
+
+    texts, labels = read_texts(train_path)
+    if labels is None:
+        raise KitError(f"{train_path}: no label_id column for distillation")
+    n = min(len(texts), opt.distill_rows or opt.distill_steps * opt.distill_batch_size)
+    idx = pd.Series(range(len(texts))).sample(n=n, random_state=opt.seed).to_numpy()
+    return [texts[i] for i in idx], labels[idx]
+
+
 def build_all(
     opt: Any,
     max_length: int,
@@ -141,10 +163,14 @@ def build_all(
     train_path: str | Path,
     test_path: str | Path,
     out_dir: str | Path,
+    *,
+    timer: StepTimer | None = None,
+    logits_cache: str | Path | None = None,
 ) -> dict[str, Any]:
     """Build every variant `opt.variants` asks for: teacher exports, then (if any student_* is asked) distil and
     export the student. The kit's old .onnx files in out_dir are removed first, so it holds exactly this run's
-    variants; an .onnx file the kit did not write (no kit metadata) is left alone.
+    variants; an .onnx file the kit did not write (no kit metadata) is left alone. The teacher is loaded once, for
+    the exports and the distillation alike.
 
     Args:
         opt: the `optimize` params section.
@@ -153,14 +179,15 @@ def build_all(
         train_path: training split (distillation rows).
         test_path: test split (parity texts).
         out_dir: models/onnx; the student's HF directory goes to out_dir/student.
+        timer: times the steps (export, distill, student export); None: a fresh one.
+        logits_cache: directory keeping the teacher's logits between runs (None: always compute them).
 
     Returns:
         {"variants": [Variant, ...] (requested ones, in params order, plus onnx_fp32), "distill": summary or None}.
     """
-    import pandas as pd
-
     from kit.optimize.runners import read_texts
 
+    timer = timer or StepTimer("optimize")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not (model_dir / "config.json").is_file():
         raise KitError(f"{model_dir}: no fine-tuned model (config.json missing); run the finetune stage first")
@@ -169,48 +196,52 @@ def build_all(
         if is_kit_onnx(old):
             old.unlink()
     test_texts, _ = read_texts(test_path, label_column=None)
-    parity = test_texts[: opt.parity_rows]
     int8 = {
         "per_channel": opt.int8_per_channel,
         "reduce_range": opt.int8_reduce_range,
         "weight_type": opt.int8_weight_type,
     }
     common = dict(
-        parity_texts=parity,
+        parity_texts=test_texts[: opt.parity_rows],
         max_length=max_length,
         atol=opt.parity_atol,
         int8=int8,
         opset=opt.opset,
         threads=opt.threads,
     )
-    built = build_variants(model_dir, out_dir, "onnx", variant_kinds(opt.variants, "onnx"), **common)
+    with timer.step("export"):
+        teacher = load_classifier(model_dir)
+        built = build_variants(model_dir, out_dir, "onnx", variant_kinds(opt.variants, "onnx"), model=teacher, **common)
     summary = None
     student_kinds = variant_kinds(opt.variants, "student")
     if student_kinds:
         from kit.optimize.distill import distill
 
-        train_texts, train_labels = read_texts(train_path)
-        if train_labels is None:
-            raise KitError(f"{train_path}: no label_id column for distillation")
-        n = min(len(train_texts), opt.distill_rows or opt.distill_steps * opt.distill_batch_size)
-        idx = pd.Series(range(len(train_texts))).sample(n=n, random_state=opt.seed).to_numpy()
-        summary = distill(
-            model_dir,
-            out_dir / "student",
-            [train_texts[i] for i in idx],
-            train_labels[idx],
-            layers=list(opt.student_layers),
-            steps=opt.distill_steps,
-            batch_size=opt.distill_batch_size,
-            learning_rate=opt.distill_learning_rate,
-            temperature=opt.distill_temperature,
-            alpha=opt.distill_alpha,
-            max_length=max_length,
-            seed=opt.seed,
-            threads=opt.threads,
-            teacher_onnx=next(p for p in (out_dir / "onnx_optimized.onnx", out_dir / "onnx_fp32.onnx") if p.is_file()),
-        )
-        built += build_variants(out_dir / "student", out_dir, "student", student_kinds, **common)
+        texts, labels = _distill_rows(opt, train_path)
+        with timer.step("distill"):
+            summary = distill(
+                model_dir,
+                out_dir / "student",
+                texts,
+                labels,
+                layers=list(opt.student_layers),
+                steps=opt.distill_steps,
+                batch_size=opt.distill_batch_size,
+                learning_rate=opt.distill_learning_rate,
+                temperature=opt.distill_temperature,
+                alpha=opt.distill_alpha,
+                max_length=max_length,
+                seed=opt.seed,
+                threads=opt.threads,
+                teacher_onnx=next(
+                    p for p in (out_dir / "onnx_optimized.onnx", out_dir / "onnx_fp32.onnx") if p.is_file()
+                ),
+                teacher=teacher,
+                logits_cache=logits_cache,
+                sampling=opt.distill_sampling,
+            )
+        with timer.step("student export"):
+            built += build_variants(out_dir / "student", out_dir, "student", student_kinds, **common)
     wanted = set(opt.variants) | {"onnx_fp32"}
     built = [v for v in built if v.name in wanted]
     rank = {n: i for i, n in enumerate(["onnx_fp32", *opt.variants])}
