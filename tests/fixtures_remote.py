@@ -30,6 +30,7 @@ class SshServer:
 
     port: int
     home: Path
+    log: Path  # sshd's own log (-e): why a login was refused
 
     def url(self, path: Path) -> str:
         """The DVC remote URL of the absolute `path` on this server."""
@@ -117,7 +118,7 @@ def run_sshd(tmp: Path) -> Iterator[SshServer]:
         proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT)
         try:
             _wait_banner(port, proc, log)
-            yield SshServer(port=port, home=home)
+            yield SshServer(port=port, home=home, log=log)
         finally:
             proc.terminate()
             try:

@@ -31,10 +31,14 @@ def sshd(tmp_path_factory) -> SshServer:
         yield server
 
 
-def sh(args: list[str], cwd: Path, env: dict[str, str], ok: bool = True) -> subprocess.CompletedProcess:
+def sh(
+    args: list[str], cwd: Path, env: dict[str, str], ok: bool = True, log: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `args`; unless not `ok`, assert it succeeded, quoting its output (and the sshd `log`, if given)."""
     res = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
-    if ok:
-        assert res.returncode == 0, f"{' '.join(args)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
+    if ok and res.returncode != 0:
+        server = f"\nsshd log:\n{log.read_text()[-3000:]}" if log else ""
+        raise AssertionError(f"{' '.join(args)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}{server}")
     return res
 
 
@@ -54,9 +58,11 @@ def client_env(server: SshServer, remote: str | None) -> dict[str, str]:
     return env
 
 
-def make(target: str, cwd: Path, env: dict[str, str], ok: bool = True) -> subprocess.CompletedProcess:
-    # -o install: the copies share this interpreter's environment instead of building their own .venv.
-    return sh(["make", "--no-print-directory", "-o", "install", target], cwd, env, ok)
+def make(
+    target: str, cwd: Path, env: dict[str, str], server: SshServer, ok: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`make target` in `cwd`. -o install: the copies share this interpreter's environment, not a .venv of their own."""
+    return sh(["make", "--no-print-directory", "-o", "install", target], cwd, env, ok, server.log)
 
 
 def cached_outs(proj: Path) -> dict[str, str]:
@@ -83,7 +89,7 @@ def pushed(sshd, tmp_path_factory) -> tuple[Path, Path, str]:
     assert re.findall(r"Running stage '(\w+)'", sh(["dvc", "repro"], proj, env).stdout) == [STAGE]
     sh(["git", "add", "-A"], proj, env)
     sh(["git", "commit", "-q", "-m", "pipeline run"], proj, env)
-    out = make("push", proj, env).stdout
+    out = make("push", proj, env, sshd).stdout
     assert f"{len(cached_outs(proj))} files pushed" in out, out
     return proj, storage, sshd.url(storage)
 
@@ -106,7 +112,7 @@ def test_fresh_clone_pulls_and_reruns_nothing(pushed, sshd, tmp_path):
     assert not (clone / ".dvc/cache").exists()
     assert "not in cache" in sh(["dvc", "status"], clone, env).stdout  # the clone alone lacks every cached out
 
-    out = make("pull", clone, env).stdout
+    out = make("pull", clone, env, sshd).stdout
     assert re.search(rf"{len(cached_outs(proj))} files? (fetched|added)", out), out
     for path, md5 in cached_outs(proj).items():
         assert hashlib.md5((clone / path).read_bytes()).hexdigest() == md5, path
@@ -126,6 +132,6 @@ def test_pull_without_a_remote_says_how_to_set_one(pushed, sshd, tmp_path):
     clone = tmp_path / "clone"
     env = client_env(sshd, None)
     sh(["git", "clone", "-q", str(proj), str(clone)], tmp_path, env)
-    res = make("pull", clone, env, ok=False)
+    res = make("pull", clone, env, sshd, ok=False)
     assert res.returncode != 0 and "KIT_DVC_REMOTE" in res.stderr, res.stderr
     assert not (clone / "data/train.parquet").exists()
