@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE := 1
 export NO_MKDOCS_2_WARNING := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install tools run test docs serve-docs lab clean
+.PHONY: install tools run test docs serve-docs lab clean remote pull push
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -42,6 +42,22 @@ serve-docs: install
 # JupyterLab on the project, saving notebooks without outputs (jupyter_server_config.py): Git and DVC stay clean.
 lab: install
 	jupyter lab --config=jupyter_server_config.py
+
+# Shared results (docs/remote.md): `make pull` fetches every output a teammate pushed, so `make run` reruns nothing.
+# The remote's URL comes from KIT_DVC_REMOTE, written to the git-ignored .dvc/config.local as the default remote
+# `team` (keeping options set there, e.g. an S3 endpointurl); credentials stay with the remote's own mechanism (ssh
+# config or agent, AWS_*, GOOGLE_APPLICATION_CREDENTIALS), never in the repo.
+remote: install
+	@if [ -n "$$KIT_DVC_REMOTE" ]; then \
+	  dvc config --local remote.team.url "$$KIT_DVC_REMOTE" && dvc config --local core.remote team; \
+	elif ! dvc remote default >/dev/null 2>&1; then \
+	  echo "No DVC remote: set KIT_DVC_REMOTE (e.g. ssh://host/srv/dvc, s3://bucket/kit); see docs/remote.md" >&2; exit 2; fi
+
+pull: remote
+	dvc pull
+
+push: remote
+	dvc push
 
 clean:
 	rm -rf reports/notebooks site
