@@ -199,7 +199,7 @@ def monitor_network_policy(params: Params) -> Any:
 
 
 def service_monitor(params: Params) -> dict[str, Any]:
-    """A prometheus-operator ServiceMonitor scraping the server Service's `http` port at /metrics.
+    """A prometheus-operator ServiceMonitor scraping the server Service's `admin` port (serve.admin_port) at /metrics.
 
     The scrape's job label is the Service name (deploy.name), which the alert rules select as `job`."""
     d = params.deploy
@@ -210,6 +210,6 @@ def service_monitor(params: Params) -> dict[str, Any]:
         "spec": {
             "selector": {"matchLabels": selector_labels(params, "server")},
             "namespaceSelector": {"matchNames": [d.namespace]},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s", "scheme": "http"}],
+            "endpoints": [{"port": "admin", "path": "/metrics", "interval": "15s", "scheme": "http"}],
         },
     }
