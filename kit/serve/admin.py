@@ -122,5 +122,6 @@ def serve_forever(api: FastAPI, host: str, port: int) -> None:
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
         try:
             runner.run(main())
-        except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
-            raise KitError(f"kit serve: could not start listening ({exc.code})") from None
+        except SystemExit:  # uvicorn exits when it cannot bind
+            ports = f"{port}" + (f" and admin port {p.admin_port}" if p.admin_port is not None else "")
+            raise KitError(f"kit serve: could not listen on {host} port {ports} (the error above says which)") from None

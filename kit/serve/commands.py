@@ -42,18 +42,20 @@ def serve(
         serve_params = ServeParams()
     else:
         serve_params = load_params(params_file or Path("params.yaml")).serve
-    overrides: dict[str, object] = {}
+    overrides: dict[str, object] = {"port": port} if port is not None else {}
     if admin_port is not None:
         overrides["admin_port"] = admin_port or None
     if api_key_file is not None:
         overrides["api_key_file"] = str(api_key_file)
-    if overrides:  # validated again: a clash with serve.port is refused like one in params.yaml
+    if overrides:  # validated again: a port clash is refused like one in params.yaml
         from pydantic import ValidationError
 
         try:
             serve_params = ServeParams.model_validate(serve_params.model_dump() | overrides)
         except ValidationError as exc:
-            raise ParamsError("; ".join(f"serve.{line}" for line in format_errors(exc))) from None
+            raise ParamsError(
+                "kit serve options", [f"serve.{line.removeprefix('<root>.')}" for line in format_errors(exc)]
+            ) from None
     from kit.serve.app import run as run_server  # imports onnxruntime, fastapi, uvicorn; never torch
 
     run_server(model_dir, serve_params, host=host, port=port)
