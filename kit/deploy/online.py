@@ -13,6 +13,7 @@ from kit.deploy.pod import (
     admin_port,
     api_key_volume,
     checkov_skips,
+    network_policy_object,
     object_labels,
     pod_security,
     selector_labels,
@@ -182,33 +183,16 @@ def pdb(params: Params) -> Any:
 
 
 def network_policy(params: Params, component: str, ingress_port: int | None) -> Any:
+    """Ingress from anywhere to `ingress_port` only (None: no ingress); no egress (weights are in the image)."""
     from kubernetes import client as k8s
 
-    d = params.deploy
-    ingress = (
-        [k8s.V1NetworkPolicyIngressRule(ports=[k8s.V1NetworkPolicyPort(port=ingress_port, protocol="TCP")])]
-        if ingress_port
-        else []
-    )
-    return k8s.V1NetworkPolicy(
-        api_version="networking.k8s.io/v1",
-        kind="NetworkPolicy",
-        metadata=k8s.V1ObjectMeta(
-            name=f"{d.name}-{component}", namespace=d.namespace, labels=object_labels(params, component)
-        ),
-        spec=k8s.V1NetworkPolicySpec(
-            pod_selector=k8s.V1LabelSelector(match_labels=selector_labels(params, component)),
-            # Only the HTTP port is reachable; the model needs no egress at all (weights are in the image).
-            policy_types=["Ingress", "Egress"],
-            ingress=ingress,
-            egress=[],
-        ),
-    )
+    rules = [k8s.V1NetworkPolicyIngressRule(ports=[k8s.V1NetworkPolicyPort(port=ingress_port, protocol="TCP")])]
+    return network_policy_object(params, component, rules if ingress_port else [], [])
 
 
 def server_network_policy(params: Params) -> Any:
     """The server's ingress: the API port from deploy.client_namespaces only; the admin port (metrics, probes) from
-    the monitoring namespace and the kubelet's node addresses only. No egress."""
+    the monitoring namespace and the kubelet's node addresses only. No egress: the model needs none."""
     from kubernetes import client as k8s
 
     d = params.deploy
@@ -224,19 +208,6 @@ def server_network_policy(params: Params) -> Any:
     admin_from += [k8s.V1NetworkPolicyPeer(ip_block=k8s.V1IPBlock(cidr=c)) for c in d.kubelet_cidrs]
     ingress = [k8s.V1NetworkPolicyIngressRule(_from=admin_from, ports=port(admin_port(params)))]
     if d.client_namespaces:  # empty: nobody may call (a rule without peers would let everyone)
-        ingress.insert(
-            0, k8s.V1NetworkPolicyIngressRule(_from=[by_name(d.client_namespaces)], ports=port(d.container_port))
-        )
-    return k8s.V1NetworkPolicy(
-        api_version="networking.k8s.io/v1",
-        kind="NetworkPolicy",
-        metadata=k8s.V1ObjectMeta(
-            name=f"{d.name}-server", namespace=d.namespace, labels=object_labels(params, "server")
-        ),
-        spec=k8s.V1NetworkPolicySpec(
-            pod_selector=k8s.V1LabelSelector(match_labels=selector_labels(params, "server")),
-            policy_types=["Ingress", "Egress"],
-            ingress=ingress,
-            egress=[],  # the model needs none (weights are in the image)
-        ),
-    )
+        api_rule = k8s.V1NetworkPolicyIngressRule(_from=[by_name(d.client_namespaces)], ports=port(d.container_port))
+        ingress.insert(0, api_rule)
+    return network_policy_object(params, "server", ingress, [])

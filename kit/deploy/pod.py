@@ -26,6 +26,7 @@ __all__ = [
     "container_env",
     "tmp_volume",
     "server_container",
+    "network_policy_object",
 ]
 
 # Where the Dockerfile puts the serving model; every workload's command points here.
@@ -197,4 +198,24 @@ def server_container(
         lifecycle=k8s.V1Lifecycle(pre_stop=k8s.V1LifecycleHandler(sleep=k8s.V1SleepAction(seconds=d.prestop_sleep_s)))
         if d.prestop_sleep_s
         else None,
+    )
+
+
+def network_policy_object(params: Params, component: str, ingress: list[Any], egress: list[Any]) -> Any:
+    """A NetworkPolicy `{name}-{component}` over the component's pods, both directions denied but for these rules."""
+    from kubernetes import client as k8s
+
+    d = params.deploy
+    return k8s.V1NetworkPolicy(
+        api_version="networking.k8s.io/v1",
+        kind="NetworkPolicy",
+        metadata=k8s.V1ObjectMeta(
+            name=f"{d.name}-{component}", namespace=d.namespace, labels=object_labels(params, component)
+        ),
+        spec=k8s.V1NetworkPolicySpec(
+            pod_selector=k8s.V1LabelSelector(match_labels=selector_labels(params, component)),
+            policy_types=["Ingress", "Egress"],
+            ingress=ingress,
+            egress=egress,
+        ),
     )

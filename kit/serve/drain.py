@@ -46,6 +46,7 @@ class _GuardedProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
+        self._closing = False  # set by shutdown: the next response is the last, signal or not
         super().connection_made(transport)
         self._arm_head(self.head_timeout_s)
 
@@ -88,7 +89,7 @@ class _GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._cancel_head()
         super().on_headers_complete()
-        if self.drain.active and self.cycle is not None:
+        if (self.drain.active or self._closing) and self.cycle is not None:
             self.cycle.keep_alive = False  # uvicorn then sends `Connection: close` and closes after the response
 
     def on_response_complete(self) -> None:
@@ -106,6 +107,7 @@ class _GuardedProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False
 
     def shutdown(self) -> None:
+        self._closing = True
         if self._busy():
             self.cycle.keep_alive = False
         elif not self.transport.is_closing():
