@@ -14,15 +14,16 @@ import pytest
 from kit.core.errors import KitError
 from kit.serve.app import create_app
 from kit.serve.auth import UNAUTHORIZED, read_keys
-from tests.fixtures_serve import ServerProcess, build_tiny_serving_dir, free_port, in_process, serve_params
+from tests.fixtures_deploy import tiny_serving_dir
+from tests.fixtures_serve import ServerProcess, free_port, in_process, serve_params
 
 KEYS = ["k-first-0123456789abcdef", "k-second-fedcba9876543210"]
 TEXTS = {"texts": ["hello there"]}
 
 
 @pytest.fixture(scope="module")
-def serving_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_serving_dir(tmp_path_factory.mktemp("serving") / "model", max_length=64)
+def serving_dir() -> Path:
+    return tiny_serving_dir()  # built once per test session, shared with the deploy tests
 
 
 @pytest.fixture

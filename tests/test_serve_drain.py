@@ -13,13 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures_deploy import tiny_serving_dir
 from tests.fixtures_drain import load_and_signal
-from tests.fixtures_serve import ServerProcess, build_tiny_serving_dir
+from tests.fixtures_serve import ServerProcess
 
 
 @pytest.fixture(scope="module")
-def serving_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_serving_dir(tmp_path_factory.mktemp("serving") / "model", max_length=64)
+def serving_dir() -> Path:
+    return tiny_serving_dir()  # built once per test session, shared with the deploy tests
 
 
 @pytest.mark.timeout(120)
