@@ -187,10 +187,12 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         span_processor: OpenTelemetry span processor used instead of the OTLP exporter when tracing is enabled (tests).
 
     Returns:
-        The FastAPI app: POST /predict, GET /healthz, /readyz, /metrics.
+        The API app: POST /predict (behind API keys when serve.api_key_file is set), GET /healthz, /readyz, and
+        /metrics only when serve.admin_port is None (else kit.serve.admin.create_admin_app serves it).
 
     Raises:
         ModelDirError: the dir lacks a required file or its metadata is malformed.
+        KitError: serve.api_key_file cannot be read or holds no key.
     """
     p = params or ServeParams()
     meta = read_model_dir(model_dir, p.max_length)
@@ -391,7 +393,7 @@ def run(
 
     Raises:
         ModelDirError: the dir is unusable.
-        KitError: the model failed to load or warm up.
+        KitError: the model failed to load or warm up, the key file is unusable, or a port cannot be bound.
     """
     p = params or ServeParams()
     app = create_app(model_dir, p)
