@@ -157,13 +157,20 @@ class ServerProcess:
 
         self.port = free_port()
         self.params_file = tmp / f"params_serve_{self.port}.yaml"
+        # One port unless a test asks for the admin port: parallel test servers must not all bind serve.admin_port.
+        serve = {"admin_port": None} | serve
+        self.admin_url = f"http://127.0.0.1:{serve['admin_port']}" if serve["admin_port"] else self.url_for(self.port)
         self.params_file.write_text(yaml.safe_dump({"serve": {"threads": 1, **serve}}))
         self.log = open(tmp / f"serve_{self.port}.log", "w+")
         env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
         cmd = [sys.executable, "-m", "kit.serve", str(model_dir), "--port", str(self.port),
                "--host", "127.0.0.1", "--params", str(self.params_file)]  # fmt: skip
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = self.url_for(self.port)
+
+    @staticmethod
+    def url_for(port: int) -> str:
+        return f"http://127.0.0.1:{port}"
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         import httpx
@@ -197,10 +204,10 @@ class ServerProcess:
 
 
 def serve_params(**kw: object):  # -> kit.core.params.ServeParams
-    """Serve params for in-process tests: one ORT thread, no access log, `kw` on top."""
+    """Serve params for in-process tests: one ORT thread, no access log, one port (metrics on the app), `kw` on top."""
     from kit.core.params import ServeParams
 
-    return ServeParams(**({"threads": 1, "access_log": False} | kw))
+    return ServeParams(**({"threads": 1, "access_log": False, "admin_port": None} | kw))
 
 
 async def in_process(app, fn):

@@ -241,6 +241,7 @@ def test_prometheus_rule_from_kit_monitor_validates_beside_the_manifests(tmp_pat
     assert "intervall" in " ".join(rows[1]["errors"])
     assert "prometheus-operator" in rows[1]["checked_with"]
 
+
 def test_every_manifest_passes_strict_schema_validation(rendered):
     rows = schema_validate(load_manifests(rendered), K8S_VERSION)
     assert len(rows) == N_MANIFESTS
@@ -535,3 +536,73 @@ def test_apply_dry_runs_everything_then_applies_server_side(rendered, tmp_path, 
 def test_manifests_are_deterministic(params):
     a, b = build_manifests(params, REPORT), build_manifests(params, REPORT)
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+# ------------------------------------------------------------------------- who may call: admin port, policy, API keys
+def test_probes_and_metrics_are_on_the_admin_port(rendered, params):
+    docs = _docs(rendered)
+    dep, svc = docs["online/deployment.yaml"], docs["online/service.yaml"]
+    c = _pod(dep)["containers"][0]
+    admin = params.serve.admin_port
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": params.deploy.container_port, "admin": admin}
+    assert c["args"][c["args"].index("--admin-port") + 1] == str(admin)
+    assert {c[p]["httpGet"]["port"] for p in ("readinessProbe", "livenessProbe", "startupProbe")} == {"admin"}
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(admin)
+    assert {"name": "admin", "port": admin, "targetPort": "admin", "protocol": "TCP"} in svc["spec"]["ports"]
+    (ep,) = docs["monitoring/servicemonitor.yaml"]["spec"]["endpoints"]
+    assert ep["port"] == "admin"
+    # Knative probes and routes one port: its probes stay on the API port (which answers /readyz too).
+    kn = docs["serverless/knative-service.yaml"]["spec"]["template"]
+    assert kn["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] == params.deploy.container_port
+    assert kn["metadata"]["annotations"]["prometheus.io/port"] == str(admin)
+
+
+def test_server_network_policy_opens_each_port_to_its_callers_only(rendered, params):
+    pol = _docs(rendered)["online/networkpolicy.yaml"]
+    d = params.deploy
+    rules = {r["ports"][0]["port"]: r["from"] for r in pol["spec"]["ingress"]}
+    assert all(len(r["ports"]) == 1 and r.get("from") for r in pol["spec"]["ingress"])  # no rule open to everyone
+    ns = lambda names: {"namespaceSelector": {"matchExpressions": [  # noqa: E731
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": names}]}}  # fmt: skip
+    assert rules == {
+        d.container_port: [ns(d.client_namespaces)],
+        params.serve.admin_port: [ns([d.monitoring_namespace])] + [{"ipBlock": {"cidr": c}} for c in d.kubelet_cidrs],
+    }
+    assert pol["spec"]["egress"] == [] and pol["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    # No client namespaces: the API port has no rule at all (nobody), never a rule without peers (everybody).
+    p = load_params(ROOT / "params.yaml", overrides={"deploy": {"client_namespaces": []}})
+    ports = [r["ports"][0]["port"] for r in build_manifests(p)["online/networkpolicy.yaml"]["spec"]["ingress"]]
+    assert ports == [params.serve.admin_port]
+
+
+def test_api_key_secret_is_referenced_and_mounted_read_only(tmp_path):
+    secret = "kit-serve-api-keys"
+    p = load_params(ROOT / "params.yaml", overrides={"deploy": {"api_key_secret": secret}})
+    render(p, report_path=None, out_dir=tmp_path, root=ROOT)
+    docs = _docs(tmp_path)
+    assert "Secret" not in {d["kind"] for d in docs.values()}  # the keys never live in the manifests
+    for rel, pod in (("online/deployment.yaml", _pod(docs["online/deployment.yaml"])),
+                     ("serverless/knative-service.yaml", docs["serverless/knative-service.yaml"]["spec"]["template"]["spec"])):  # fmt: skip
+        (vol,) = [v for v in pod["volumes"] if v["name"] == "api-keys"]
+        assert vol["secret"] == {"secretName": secret, "defaultMode": 0o440,
+                                 "items": [{"key": "api-keys", "path": "api-keys"}]}, rel  # fmt: skip
+        c = pod["containers"][0]
+        (mount,) = [m for m in c["volumeMounts"] if m["name"] == "api-keys"]
+        assert mount["readOnly"] is True, rel
+        key_file = c["args"][c["args"].index("--api-key-file") + 1]
+        assert key_file == mount["mountPath"] + "/api-keys", rel
+    assert [r for r in schema_validate(load_manifests(tmp_path), K8S_VERSION) if r["errors"]] == []
+    exe = find_checkov(ROOT)
+    if exe is None:
+        pytest.skip("checkov not installed: run scripts/tools.sh to create .tools/checkov (CI has it)")
+    res = run_checkov([tmp_path / "online", tmp_path / "serverless"], "kubernetes", exe)
+    assert res.failed == [], res.failed
+
+
+def test_manifests_need_an_unprivileged_admin_port():
+    for bad in (None, 80, 8001):  # unset, privileged, the pod's API port
+        p = load_params(
+            ROOT / "params.yaml", overrides={"serve": {"admin_port": bad}, "deploy": {"container_port": 8001}}
+        )
+        with pytest.raises(DeployError, match="serve.admin_port"):
+            build_manifests(p)

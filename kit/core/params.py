@@ -370,6 +370,56 @@ class ServeParams(_Section):
     prediction_log: PredictionLogParams = Field(
         default_factory=PredictionLogParams, description="The prediction log (off by default)."
     )
+    # -- who may call, ports, slow clients and drain (kit/serve/auth.py, admin.py, drain.py)
+    admin_port: int | None = Field(
+        9000,
+        ge=1,
+        le=65535,
+        description="Port of the admin server (/metrics, /healthz, /readyz), kept off the API port so the network "
+        "policy can open it to monitoring and the kubelet only. None: one port serves everything (local runs).",
+    )
+    api_key_file: str | None = Field(
+        None,
+        description="File of accepted API keys, one per line (a mounted Secret). Set: POST /predict needs "
+        "`Authorization: Bearer KEY` or `X-API-Key: KEY`; health, readiness and metrics never do. None: no auth.",
+    )
+    timeout_keep_alive_s: float = Field(
+        5.0, gt=0, le=300, description="Close a keep-alive connection idle this long after its last response."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Close a connection whose request head (line and headers) is not complete this long after it "
+        "opened or after its last response: idle and byte-by-byte (slowloris) clients cannot hold connections.",
+    )
+    limit_concurrency: int = Field(
+        2048,
+        ge=1,
+        le=1_000_000,
+        description="Open connections plus in-flight requests above which new requests get 503 (keep it under the "
+        "open-files limit, with room for idle connections until header_timeout_s closes them).",
+    )
+    backlog: int = Field(2048, ge=1, le=65535, description="Listen backlog (connections waiting to be accepted).")
+    max_header_bytes: int = Field(
+        65536,
+        ge=1024,
+        le=1_048_576,
+        description="Largest request head (h11_max_incomplete_event_size); a larger one closes the connection.",
+    )
+    drain_s: float = Field(
+        0.0,
+        ge=0,
+        le=600,
+        description="On SIGTERM, keep accepting this long while /readyz answers 503 and every response carries "
+        "`Connection: close` (load balancers move away), then close the listener and finish what is in flight.",
+    )
+
+    @model_validator(mode="after")
+    def _check_ports(self) -> ServeParams:
+        if self.admin_port is not None and self.admin_port == self.port:
+            raise FieldCheckError("admin_port", f"must differ from serve.port ({self.port})")
+        return self
 
 
 # ------------------------------------------------------------------------------------------- deploy
@@ -419,6 +469,27 @@ class DeployParams(_Section):
     )
     out_dir: str = Field("deploy/k8s", description="Where `kit deploy render` writes the manifests.")
     container_port: int = Field(8000, ge=1024, le=65535, description="Port the server listens on in the pod.")
+    client_namespaces: list[str] = Field(
+        default_factory=lambda: ["kit-clients"],
+        description="Namespaces whose pods may call the API port (the NetworkPolicy selects them by their "
+        "kubernetes.io/metadata.name label). Empty: nobody.",
+    )
+    monitoring_namespace: str = Field(
+        "monitoring",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Namespace of Prometheus: the only pods that may reach the admin port (/metrics).",
+    )
+    kubelet_cidrs: list[str] = Field(
+        default_factory=lambda: ["10.0.0.0/8"],
+        description="Node address ranges the kubelet probes the admin port from (ipBlock); narrow it to the "
+        "cluster's node CIDR.",
+    )
+    api_key_secret: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$",
+        description="Secret (key `api-keys`: one key per line) mounted read-only into the server, which then asks "
+        "every /predict for a key. None: no auth. The manifests name the Secret, never its content.",
+    )
     replicas: int = Field(2, ge=1, description="Initial replicas (the HPA takes over).")
     min_replicas: int = Field(2, ge=1, description="HPA floor; 2 keeps serving through one disruption.")
     max_replicas: int = Field(10, ge=1, description="HPA ceiling.")

@@ -21,7 +21,7 @@ from kit.deploy.monitoring import (
     reference_claim,
     service_monitor,
 )
-from kit.deploy.online import deployment, hpa, namespace, network_policy, pdb, service
+from kit.deploy.online import deployment, hpa, namespace, network_policy, pdb, server_network_policy, service
 from kit.deploy.pod import MODEL_DIR_IN_IMAGE, RUN_AS_UID
 from kit.deploy.serverless import knative_service, kserve_service
 from kit.deploy.sizing import Sizing, size_from_report
@@ -65,7 +65,7 @@ def build_manifests(params: Params, report: ServeReport | None = None) -> dict[s
         "online/service.yaml": service(params),
         "online/hpa.yaml": hpa(params),
         "online/pdb.yaml": pdb(params),
-        "online/networkpolicy.yaml": network_policy(params, "server", params.deploy.container_port),
+        "online/networkpolicy.yaml": server_network_policy(params),
         "online/predictions-pvc.yaml": prediction_log_claim(params),
         "batch/pvc.yaml": batch_pvc(params),
         "batch/job.yaml": batch_job(params, sz),

@@ -15,6 +15,7 @@ from kit.deploy.pod import (
     container_env,
     container_security,
     image_ref,
+    network_policy_object,
     object_labels,
     pod_security,
     selector_labels,
@@ -173,33 +174,21 @@ def monitor_network_policy(params: Params) -> Any:
     """No ingress; egress only to DNS and the Pushgateway's port in the `monitoring` namespace."""
     from kubernetes import client as k8s
 
-    d = params.deploy
     gateway = k8s.V1NetworkPolicyPeer(
         namespace_selector=k8s.V1LabelSelector(match_labels={"kubernetes.io/metadata.name": "monitoring"})
     )
     dns = [k8s.V1NetworkPolicyPort(port=53, protocol=p) for p in ("UDP", "TCP")]
-    return k8s.V1NetworkPolicy(
-        api_version="networking.k8s.io/v1",
-        kind="NetworkPolicy",
-        metadata=k8s.V1ObjectMeta(
-            name=f"{d.name}-monitor", namespace=d.namespace, labels=object_labels(params, "monitor")
+    egress = [
+        k8s.V1NetworkPolicyEgressRule(ports=dns),
+        k8s.V1NetworkPolicyEgressRule(
+            to=[gateway], ports=[k8s.V1NetworkPolicyPort(port=PUSHGATEWAY_PORT, protocol="TCP")]
         ),
-        spec=k8s.V1NetworkPolicySpec(
-            pod_selector=k8s.V1LabelSelector(match_labels=selector_labels(params, "monitor")),
-            policy_types=["Ingress", "Egress"],
-            ingress=[],
-            egress=[
-                k8s.V1NetworkPolicyEgressRule(ports=dns),
-                k8s.V1NetworkPolicyEgressRule(
-                    to=[gateway], ports=[k8s.V1NetworkPolicyPort(port=PUSHGATEWAY_PORT, protocol="TCP")]
-                ),
-            ],
-        ),
-    )
+    ]
+    return network_policy_object(params, "monitor", [], egress)
 
 
 def service_monitor(params: Params) -> dict[str, Any]:
-    """A prometheus-operator ServiceMonitor scraping the server Service's `http` port at /metrics.
+    """A prometheus-operator ServiceMonitor scraping the server Service's `admin` port (serve.admin_port) at /metrics.
 
     The scrape's job label is the Service name (deploy.name), which the alert rules select as `job`."""
     d = params.deploy
@@ -210,6 +199,6 @@ def service_monitor(params: Params) -> dict[str, Any]:
         "spec": {
             "selector": {"matchLabels": selector_labels(params, "server")},
             "namespaceSelector": {"matchNames": [d.namespace]},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s", "scheme": "http"}],
+            "endpoints": [{"port": "admin", "path": "/metrics", "interval": "15s", "scheme": "http"}],
         },
     }

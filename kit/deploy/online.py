@@ -9,10 +9,20 @@ from typing import Any
 
 from kit.core.params import Params
 from kit.deploy.monitoring import PREDICTION_LOG_NOTE, prediction_log_mount
-from kit.deploy.pod import checkov_skips, object_labels, pod_security, selector_labels, server_container, tmp_volume
+from kit.deploy.pod import (
+    admin_port,
+    api_key_volume,
+    checkov_skips,
+    network_policy_object,
+    object_labels,
+    pod_security,
+    selector_labels,
+    server_container,
+    tmp_volume,
+)
 from kit.deploy.sizing import Sizing
 
-__all__ = ["namespace", "deployment", "service", "hpa", "pdb", "network_policy"]
+__all__ = ["namespace", "deployment", "service", "hpa", "pdb", "network_policy", "server_network_policy"]
 
 
 def namespace(params: Params) -> Any:
@@ -41,11 +51,12 @@ def deployment(params: Params, sz: Sizing) -> Any:
     tmp_vol, _ = tmp_volume(k8s)
     log_vol, log_mount = prediction_log_mount(params, read_only=False)
     container = server_container(params, sz)
+    keys = api_key_volume(params)  # the container mounts it; the pod declares it
     container.volume_mounts = [*container.volume_mounts, log_mount]  # the monitor CronJob reads the same claim
     labels = object_labels(params, "server")
     pod_annotations = {
         "prometheus.io/scrape": "true",
-        "prometheus.io/port": str(d.container_port),
+        "prometheus.io/port": str(admin_port(params)),
         "prometheus.io/path": "/metrics",
     }
     return k8s.V1Deployment(
@@ -79,7 +90,7 @@ def deployment(params: Params, sz: Sizing) -> Any:
                     # preStop sleep + the server's drain + a margin before SIGKILL.
                     termination_grace_period_seconds=d.prestop_sleep_s + math.ceil(params.serve.graceful_timeout_s) + 5,
                     containers=[container],
-                    volumes=[tmp_vol, log_vol],
+                    volumes=[tmp_vol, log_vol] + ([keys[0]] if keys else []),
                     topology_spread_constraints=[
                         k8s.V1TopologySpreadConstraint(
                             max_skew=1,
@@ -105,7 +116,11 @@ def service(params: Params) -> Any:
         spec=k8s.V1ServiceSpec(
             type="ClusterIP",
             selector=selector_labels(params, "server"),
-            ports=[k8s.V1ServicePort(name="http", port=80, target_port="http", protocol="TCP")],
+            ports=[
+                k8s.V1ServicePort(name="http", port=80, target_port="http", protocol="TCP"),
+                # What the ServiceMonitor scrapes; the NetworkPolicy lets only monitoring and the kubelet reach it.
+                k8s.V1ServicePort(name="admin", port=admin_port(params), target_port="admin", protocol="TCP"),
+            ],
         ),
     )
 
@@ -168,25 +183,31 @@ def pdb(params: Params) -> Any:
 
 
 def network_policy(params: Params, component: str, ingress_port: int | None) -> Any:
+    """Ingress from anywhere to `ingress_port` only (None: no ingress); no egress (weights are in the image)."""
+    from kubernetes import client as k8s
+
+    rules = [k8s.V1NetworkPolicyIngressRule(ports=[k8s.V1NetworkPolicyPort(port=ingress_port, protocol="TCP")])]
+    return network_policy_object(params, component, rules if ingress_port else [], [])
+
+
+def server_network_policy(params: Params) -> Any:
+    """The server's ingress: the API port from deploy.client_namespaces only; the admin port (metrics, probes) from
+    the monitoring namespace and the kubelet's node addresses only. No egress: the model needs none."""
     from kubernetes import client as k8s
 
     d = params.deploy
-    ingress = (
-        [k8s.V1NetworkPolicyIngressRule(ports=[k8s.V1NetworkPolicyPort(port=ingress_port, protocol="TCP")])]
-        if ingress_port
-        else []
+    by_name = lambda names: k8s.V1NetworkPolicyPeer(  # noqa: E731
+        namespace_selector=k8s.V1LabelSelector(
+            match_expressions=[
+                k8s.V1LabelSelectorRequirement(key="kubernetes.io/metadata.name", operator="In", values=names)
+            ]
+        )
     )
-    return k8s.V1NetworkPolicy(
-        api_version="networking.k8s.io/v1",
-        kind="NetworkPolicy",
-        metadata=k8s.V1ObjectMeta(
-            name=f"{d.name}-{component}", namespace=d.namespace, labels=object_labels(params, component)
-        ),
-        spec=k8s.V1NetworkPolicySpec(
-            pod_selector=k8s.V1LabelSelector(match_labels=selector_labels(params, component)),
-            # Only the HTTP port is reachable; the model needs no egress at all (weights are in the image).
-            policy_types=["Ingress", "Egress"],
-            ingress=ingress,
-            egress=[],
-        ),
-    )
+    port = lambda n: [k8s.V1NetworkPolicyPort(port=n, protocol="TCP")]  # noqa: E731
+    admin_from = [by_name([d.monitoring_namespace])]
+    admin_from += [k8s.V1NetworkPolicyPeer(ip_block=k8s.V1IPBlock(cidr=c)) for c in d.kubelet_cidrs]
+    ingress = [k8s.V1NetworkPolicyIngressRule(_from=admin_from, ports=port(admin_port(params)))]
+    if d.client_namespaces:  # empty: nobody may call (a rule without peers would let everyone)
+        api_rule = k8s.V1NetworkPolicyIngressRule(_from=[by_name(d.client_namespaces)], ports=port(d.container_port))
+        ingress.insert(0, api_rule)
+    return network_policy_object(params, "server", ingress, [])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kit.core.errors import DeployError
 from kit.core.params import Params
 from kit.deploy.sizing import Sizing
 
@@ -18,14 +19,20 @@ __all__ = [
     "container_security",
     "pod_security",
     "resource_requirements",
+    "API_KEYS_DIR",
+    "admin_port",
+    "api_key_volume",
     "serve_args",
     "container_env",
     "tmp_volume",
     "server_container",
+    "network_policy_object",
 ]
 
 # Where the Dockerfile puts the serving model; every workload's command points here.
 MODEL_DIR_IN_IMAGE = "/models/serving"
+# Where the API-key Secret is mounted (read-only); the server reads the file API_KEYS_DIR/api-keys.
+API_KEYS_DIR, API_KEYS_ITEM = "/var/run/secrets/kit", "api-keys"
 # The image's non-root user (Dockerfile); checkov CKV_K8S_40 wants a UID >= 10000 so it cannot clash with host users.
 RUN_AS_UID = 10001
 
@@ -89,8 +96,42 @@ def resource_requirements(k8s: Any, sz: Sizing) -> Any:
     )
 
 
+def admin_port(params: Params) -> int:
+    """The server's admin port (/metrics, probes) in the pod: serve.admin_port, which the manifests require.
+
+    Raises:
+        DeployError: serve.admin_port is unset, privileged (< 1024) or the API port.
+    """
+    port = params.serve.admin_port
+    if port is None or port < 1024 or port == params.deploy.container_port:
+        raise DeployError(f"serve.admin_port: the manifests need a port from 1024 to 65535 other than "
+                          f"deploy.container_port ({params.deploy.container_port}), got {port}")  # fmt: skip
+    return port
+
+
+def api_key_volume(params: Params) -> tuple[Any, Any] | None:
+    """(volume, read-only mount) of the API-key Secret named by deploy.api_key_secret, or None without auth."""
+    from kubernetes import client as k8s
+
+    name = params.deploy.api_key_secret
+    if not name:
+        return None
+    # Only the one item, readable by the pod's group (fsGroup) and nobody else; the Secret's content never appears.
+    src = k8s.V1SecretVolumeSource(
+        secret_name=name, default_mode=0o440, items=[k8s.V1KeyToPath(key=API_KEYS_ITEM, path=API_KEYS_ITEM)]
+    )
+    return (
+        k8s.V1Volume(name="api-keys", secret=src),
+        k8s.V1VolumeMount(name="api-keys", mount_path=API_KEYS_DIR, read_only=True),
+    )
+
+
 def serve_args(params: Params) -> list[str]:
-    return ["serve", MODEL_DIR_IN_IMAGE, "--host", "0.0.0.0", "--port", str(params.deploy.container_port)]
+    args = ["serve", MODEL_DIR_IN_IMAGE, "--host", "0.0.0.0", "--port", str(params.deploy.container_port),
+            "--admin-port", str(admin_port(params))]  # fmt: skip
+    if params.deploy.api_key_secret:
+        args += ["--api-key-file", f"{API_KEYS_DIR}/{API_KEYS_ITEM}"]
+    return args
 
 
 def container_env(k8s: Any) -> list[Any]:
@@ -108,23 +149,35 @@ def tmp_volume(k8s: Any) -> tuple[Any, Any]:
     return vol, mount
 
 
-def server_container(params: Params, sz: Sizing, probes: bool = True, startup: bool = True) -> Any:
+def server_container(
+    params: Params, sz: Sizing, probes: bool = True, startup: bool = True, single_port: bool = False
+) -> Any:
+    """The model server's container: API port `http`, admin port `admin` (probes, metrics), drain, optional keys.
+
+    Args:
+        single_port: declare and probe the API port only (Knative and KServe route to, and probe, one port).
+    """
     from kubernetes import client as k8s
 
     d = params.deploy
     _, tmp_mount = tmp_volume(k8s)
-    http = lambda path: k8s.V1HTTPGetAction(path=path, port="http")  # noqa: E731
+    keys = api_key_volume(params)
+    probe_port = "http" if single_port else "admin"
+    http = lambda path: k8s.V1HTTPGetAction(path=path, port=probe_port)  # noqa: E731
+    ports = [k8s.V1ContainerPort(name="http", container_port=d.container_port, protocol="TCP")]
+    if not single_port:
+        ports.append(k8s.V1ContainerPort(name="admin", container_port=admin_port(params), protocol="TCP"))
     return k8s.V1Container(
         name="server",
         image=image_ref(params),
         image_pull_policy="Always",
         command=["kit"],
         args=serve_args(params),
-        ports=[k8s.V1ContainerPort(name="http", container_port=d.container_port, protocol="TCP")],
+        ports=ports,
         env=container_env(k8s),
         resources=resource_requirements(k8s, sz),
         security_context=container_security(k8s),
-        volume_mounts=[tmp_mount],
+        volume_mounts=[tmp_mount] + ([keys[1]] if keys else []),
         # /readyz answers 503 until the model is loaded and warmed, so traffic only reaches warm pods.
         readiness_probe=k8s.V1Probe(http_get=http("/readyz"), period_seconds=5, timeout_seconds=2, failure_threshold=2)
         if probes
@@ -145,4 +198,24 @@ def server_container(params: Params, sz: Sizing, probes: bool = True, startup: b
         lifecycle=k8s.V1Lifecycle(pre_stop=k8s.V1LifecycleHandler(sleep=k8s.V1SleepAction(seconds=d.prestop_sleep_s)))
         if d.prestop_sleep_s
         else None,
+    )
+
+
+def network_policy_object(params: Params, component: str, ingress: list[Any], egress: list[Any]) -> Any:
+    """A NetworkPolicy `{name}-{component}` over the component's pods, both directions denied but for these rules."""
+    from kubernetes import client as k8s
+
+    d = params.deploy
+    return k8s.V1NetworkPolicy(
+        api_version="networking.k8s.io/v1",
+        kind="NetworkPolicy",
+        metadata=k8s.V1ObjectMeta(
+            name=f"{d.name}-{component}", namespace=d.namespace, labels=object_labels(params, component)
+        ),
+        spec=k8s.V1NetworkPolicySpec(
+            pod_selector=k8s.V1LabelSelector(match_labels=selector_labels(params, component)),
+            policy_types=["Ingress", "Egress"],
+            ingress=ingress,
+            egress=egress,
+        ),
     )

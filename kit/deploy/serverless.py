@@ -6,10 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from kit.core.params import Params
-from kit.deploy.pod import object_labels, server_container, tmp_volume
+from kit.deploy.pod import admin_port, api_key_volume, object_labels, server_container, tmp_volume
 from kit.deploy.sizing import Sizing
 
 __all__ = ["knative_service", "kserve_service"]
+
+
+def _volumes(params: Params, tmp_vol: Any) -> list[Any]:
+    keys = api_key_volume(params)
+    return [tmp_vol] + ([keys[0]] if keys else [])
 
 
 def knative_service(params: Params, sz: Sizing) -> dict[str, Any]:
@@ -19,7 +24,7 @@ def knative_service(params: Params, sz: Sizing) -> dict[str, Any]:
 
     d = params.deploy
     api = k8s.ApiClient()
-    container = api.sanitize_for_serialization(server_container(params, sz, startup=False))
+    container = api.sanitize_for_serialization(server_container(params, sz, startup=False, single_port=True))
     # Knative routes to the single declared port; probe ports must be that port by number (names are rejected).
     for probe in ("readinessProbe", "livenessProbe"):
         container[probe]["httpGet"]["port"] = d.container_port
@@ -47,7 +52,7 @@ def knative_service(params: Params, sz: Sizing) -> dict[str, Any]:
                         "autoscaling.knative.dev/max-scale": str(d.scale_to_zero_max_scale),
                         "autoscaling.knative.dev/scale-to-zero-pod-retention-period": d.scale_to_zero_retention,
                         "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(d.container_port),
+                        "prometheus.io/port": str(admin_port(params)),  # bound beside the routed port
                         "prometheus.io/path": "/metrics",
                     },
                 },
@@ -57,7 +62,7 @@ def knative_service(params: Params, sz: Sizing) -> dict[str, Any]:
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "containers": [container],
-                    "volumes": [api.sanitize_for_serialization(tmp_vol)],
+                    "volumes": [api.sanitize_for_serialization(v) for v in _volumes(params, tmp_vol)],
                 },
             }
         },
@@ -70,7 +75,7 @@ def kserve_service(params: Params, sz: Sizing) -> dict[str, Any]:
 
     d = params.deploy
     api = k8s.ApiClient()
-    container = api.sanitize_for_serialization(server_container(params, sz, startup=False))
+    container = api.sanitize_for_serialization(server_container(params, sz, startup=False, single_port=True))
     container["name"] = "kserve-container"
     container.pop("lifecycle", None)
     tmp_vol, _ = tmp_volume(k8s)
@@ -91,7 +96,7 @@ def kserve_service(params: Params, sz: Sizing) -> dict[str, Any]:
                 "scaleTarget": sz.concurrency_target,
                 "automountServiceAccountToken": False,
                 "containers": [container],
-                "volumes": [api.sanitize_for_serialization(tmp_vol)],
+                "volumes": [api.sanitize_for_serialization(v) for v in _volumes(params, tmp_vol)],
             }
         },
     }

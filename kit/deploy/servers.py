@@ -85,7 +85,9 @@ def start_server(
     log_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     params_path = log_dir / f"params_{label}.yaml"
-    params_path.write_text(yaml.safe_dump({"serve": {**serve, "host": "127.0.0.1", "port": port}}))
+    # One port and no API keys: the harness reads /metrics beside /predict, and several servers run at once.
+    one_port = {"host": "127.0.0.1", "port": port, "admin_port": None, "api_key_file": None}
+    params_path.write_text(yaml.safe_dump({"serve": {**serve, **one_port}}))
     log_path = log_dir / f"{label}.log"
     log = open(log_path, "w")
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")

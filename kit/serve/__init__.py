@@ -27,6 +27,9 @@ __all__ = [
     "decode_embeddings",
     "pooled_output_name",
     "PredictionRecorder",
+    "create_admin_app",
+    "read_keys",
+    "KeyStore",
 ]
 
 # Public name -> the module defining it; imported on first access only. Nothing here may reach torch,
@@ -53,6 +56,9 @@ _SOURCES = {
     "decode_embeddings": "kit.serve.predrecord",
     "pooled_output_name": "kit.serve.pooled",
     "PredictionRecorder": "kit.serve.recorder",
+    "create_admin_app": "kit.serve.admin",
+    "read_keys": "kit.serve.auth",
+    "KeyStore": "kit.serve.auth",
 }
 
 __getattr__, __dir__ = lazy_api(__name__, _SOURCES)

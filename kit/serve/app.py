@@ -8,7 +8,6 @@ import asyncio
 import functools
 import json
 import logging
-import math
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -25,10 +24,12 @@ from starlette.requests import ClientDisconnect
 
 from kit.core.errors import KitError
 from kit.core.params import ServeParams
+from kit.serve.admin import add_metrics_route, add_probe_routes, serve_forever
+from kit.serve.auth import api_key_dependency, read_keys
 from kit.serve.batcher import Batched, MicroBatcher, ModelUnavailable
 from kit.serve.model import ModelMeta, OnnxTextClassifier, read_model_dir
 from kit.serve.recorder import REQUEST_ID_HEADER, PredictionRecorder, request_id
-from kit.serve.telemetry import CONTENT_TYPE_LATEST, ObserveMiddleware, ServeMetrics, setup_access_log
+from kit.serve.telemetry import ObserveMiddleware, ServeMetrics, setup_access_log
 
 __all__ = ["create_app", "run", "parse_texts", "RequestError", "PredictRequest", "PredictResponse"]
 
@@ -186,10 +187,12 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         span_processor: OpenTelemetry span processor used instead of the OTLP exporter when tracing is enabled (tests).
 
     Returns:
-        The FastAPI app: POST /predict, GET /healthz, /readyz, /metrics.
+        The API app: POST /predict (behind API keys when serve.api_key_file is set), GET /healthz, /readyz, and
+        /metrics only when serve.admin_port is None (else kit.serve.admin.create_admin_app serves it).
 
     Raises:
         ModelDirError: the dir lacks a required file or its metadata is malformed.
+        KitError: serve.api_key_file cannot be read or holds no key.
     """
     p = params or ServeParams()
     meta = read_model_dir(model_dir, p.max_length)
@@ -288,6 +291,7 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         return JSONResponse({"error": "internal error"}, status_code=500)
 
     labels = meta.labels
+    keys = read_keys(p.api_key_file) if p.api_key_file else None
     ok_types = ("application/json",)
 
     @app.post(
@@ -295,7 +299,8 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         response_model=None,
         openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
             "schema": PredictRequest.model_json_schema()}}}},
-        responses={200: {"model": PredictResponse}, 413: {}, 415: {}, 422: {}, 503: {}},
+        responses={200: {"model": PredictResponse}, 401: {}, 413: {}, 415: {}, 422: {}, 503: {}},
+        dependencies=[Depends(api_key_dependency(keys))] if keys is not None else [],
     )  # fmt: skip
     async def predict(request: Request) -> Response:
         """Classify texts: `{"texts": ["..."]}` -> label, score and class probabilities per text.
@@ -358,24 +363,9 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         answer = json.dumps(out, separators=(",", ":"))
         return Response(answer, media_type="application/json", headers={REQUEST_ID_HEADER: rid})
 
-    @app.get("/healthz")
-    async def healthz() -> dict:
-        """Liveness: the process answers."""
-        return {"status": "alive"}
-
-    @app.get("/readyz", responses={503: {}})
-    async def readyz() -> JSONResponse:
-        """Readiness: the model is loaded and warmed up, and the server is not shutting down."""
-        if st.ready and not st.draining:
-            return JSONResponse({"status": "ready", "model_version": meta.version, "model_variant": meta.variant})
-        status = "draining" if st.draining else "failed" if st.error else "loading"
-        body = {"status": status} | ({"error": st.error} if st.error else {})
-        return JSONResponse(body, status_code=503)
-
-    @app.get("/metrics")
-    async def metrics_endpoint() -> Response:
-        """Prometheus metrics."""
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    add_probe_routes(app, st)
+    if p.admin_port is None:  # one port: metrics beside the API (local runs); else only on the admin app
+        add_metrics_route(app, st)
 
     if p.access_log:
         setup_access_log()
@@ -403,43 +393,16 @@ def run(
 
     Raises:
         ModelDirError: the dir is unusable.
-        KitError: the model failed to load or warm up.
+        KitError: the model failed to load or warm up, the key file is unusable, or a port cannot be bound.
     """
-    import uvicorn
-
     p = params or ServeParams()
     app = create_app(model_dir, p)
     st: _State = app.state.kit
-    config = uvicorn.Config(
-        app,
-        host=host or p.host,
-        port=port if port is not None else p.port,
-        access_log=False,  # ours is JSON, with n_texts
-        timeout_graceful_shutdown=math.ceil(p.graceful_timeout_s),  # uvicorn takes whole seconds
-        lifespan="on",
-        log_level="info",
-        server_header=False,
-    )
-
-    class _Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            st.begin_drain()  # readyz 503 and flush held batches before uvicorn stops accepting
-            super().handle_exit(sig, frame)
-
-    server = _Server(config)
-    # uvicorn.Config configured its loggers; send ours (lifecycle events) to the same stderr handler.
-    log.handlers, log.propagate = logging.getLogger("uvicorn").handlers, False
-    log.setLevel(logging.INFO)
-
-    def stop() -> None:
-        server.should_exit = True
-
-    st.on_fatal = stop
     # uvicorn re-raises the signal after its graceful shutdown; with SIG_DFL that kills the process (exit 143).
     # A no-op handler as the "previous" one makes a completed drain end with exit 0, as orchestrators expect.
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
-        server.run()
+        serve_forever(app, host or p.host, port if port is not None else p.port)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if st.error:
