@@ -166,13 +166,6 @@ _PROMETHEUS_RULE = _crd_envelope(
         },
     },
 )
-_KNATIVE_ANNOTATION_RULES = {
-    "autoscaling.knative.dev/min-scale": r"^\d+$",
-    "autoscaling.knative.dev/max-scale": r"^\d+$",
-    "autoscaling.knative.dev/target": r"^\d+(\.\d+)?$",
-    "autoscaling.knative.dev/metric": r"^(concurrency|rps|cpu|memory)$",
-    "autoscaling.knative.dev/scale-to-zero-pod-retention-period": r"^\d+(s|m|h)$",
-}
 
 
 _OPERATOR_KINDS = {
