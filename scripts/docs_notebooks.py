@@ -89,7 +89,9 @@ def run_header(stage: str, lock_path: Path, notebook_params: dict[str, Any] | No
     return (
         f'<div class="kit-run-header"><p><strong>Run record</strong> of stage <code>{stage}</code>: {lock}; '
         f"deps and outs digest <code>{combined[:12]}</code> ({len(files)} paths).</p>{warning}"
-        f"<p>Params it ran with ({len(params)}, from <code>dvc.lock</code>):</p>{params_table(params)}"
+        f"<p>Params it ran with ({len(params)}, from <code>dvc.lock</code>, which records the keys set in "
+        f"<code>params.yaml</code>; the others are the schema's defaults, on the params page):</p>"
+        f"{params_table(params)}"
         f"<details><summary>Dep and out hashes ({len(files)})</summary><table><thead><tr><th>kind</th>"
         f"<th>path</th><th>md5</th></tr></thead><tbody>{rows}</tbody></table></details></div>"
     )
