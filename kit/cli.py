@@ -17,7 +17,7 @@ from kit.core.layout import STAGE_NAMES
 from kit.deploy.commands import deploy_app
 from kit.finetune.commands import finetune
 from kit.monitor.commands import monitor_app
-from kit.optimize.commands import bench
+from kit.optimize.commands import bench, sweep_app
 from kit.serve.commands import serve
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, cls=KitGroup, help=__doc__.splitlines()[0])
@@ -25,6 +25,7 @@ params_app = typer.Typer(no_args_is_help=True, help="Validate and document param
 app.add_typer(params_app, name="params")
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(sweep_app, name="sweep")
 app.command("serve")(serve)
 app.command("bench")(bench)
 app.command("finetune")(finetune)

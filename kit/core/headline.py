@@ -64,6 +64,11 @@ def _shifts(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in report["scenarios"] if s["name"] != "control"]
 
 
+def _serving_size_mb(report: dict[str, Any]) -> float:
+    sizes = {v["name"]: v["size_mb"] for v in report["variants"]}
+    return sizes[report["headline"]["variant"]]  # a KeyError names the variant missing from `variants`
+
+
 HEADLINES: dict[str, tuple[_Spec, ...]] = {
     "data": (_Spec("rows", "rows after cleaning", "count", _at("rows.total")),),
     "finetune": (
@@ -75,6 +80,10 @@ HEADLINES: dict[str, tuple[_Spec, ...]] = {
         _Spec("speedup_b32", "serving model vs PyTorch, batch 32", "x", _at("headline.throughput_ratio")),
         _Spec("speedup_b1", "serving model vs PyTorch, batch 1", "x", _at("headline.latency_ratio")),
         _Spec("f1_drop_pts", "macro-F1 lost by the serving model", "pts", _at("headline.macro_f1_drop_points")),
+        # Absolute accuracy, latency and size of the served variant: the axes `kit sweep report` compares runs on.
+        _Spec("serve_f1", "test macro-F1, serving model", "", _at("headline.macro_f1")),
+        _Spec("p50_ms", "serving model p50 latency, batch 1", "ms", _at("headline.p50_latency_ms")),
+        _Spec("size_mb", "serving model file size", "MB", _serving_size_mb),
     ),
     "deploy": (
         _Spec("rps", "server throughput per pod", "rps", _at("best_throughput_rps")),

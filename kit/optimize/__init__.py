@@ -27,6 +27,9 @@ _API = {
     "distill": "kit.optimize.distill",
     "headline": "kit.optimize.figures",
     "summary_table": "kit.optimize.figures",
+    "sweep_points": "kit.optimize.sweep",
+    "pick_for_budget": "kit.optimize.sweep",
+    "sweep_report": "kit.optimize.sweep_figures",
 }
 
 __all__ = list(_API)

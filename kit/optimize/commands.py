@@ -1,5 +1,5 @@
-"""The `kit bench` command: benchmark any HF model dirs or ONNX files side by side, outside the pipeline.
-Mounted by kit.cli; a KitError reaches the one boundary in kit.core.boundary."""
+"""The `kit bench` command (benchmark any HF model dirs or ONNX files side by side, outside the pipeline) and
+`kit sweep report` (the optimize experiments compared). Mounted by kit.cli; a KitError reaches kit.core.boundary."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-__all__ = ["bench"]
+__all__ = ["bench", "sweep_app"]
+
+sweep_app = typer.Typer(no_args_is_help=True, help="Compare the optimize stage's DVC experiments (a model-size sweep).")
 
 
 def _int_list(value: str, option: str) -> list[int]:
@@ -62,3 +64,32 @@ def bench(
     )
     typer.echo(summary_table(report["benchmark"], report["accuracy"]).to_string(index=False))
     typer.echo(f"wrote {out}")
+
+
+@sweep_app.command("report")
+def sweep_report_cmd(
+    latency_budget_ms: Annotated[
+        Optional[float], typer.Option("--latency-budget-ms", min=0, help="largest p50 latency at batch 1 to serve")
+    ] = None,
+    tolerance_pts: Annotated[
+        float, typer.Option("--f1-tolerance-pts", min=0, help="macro-F1 points a faster run may lose vs the best")
+    ] = 0.5,
+    plot: Annotated[Path, typer.Option("--plot", help="Pareto plot (PNG)")] = Path("reports/plots/sweep_pareto.png"),
+    table: Annotated[Path, typer.Option("--table", help="Markdown table")] = Path("reports/sweep.md"),
+    exp_json: Annotated[
+        Optional[Path], typer.Option("--from", help="saved `dvc exp show --json` output (default: run it here)")
+    ] = None,
+) -> None:
+    """Table and Pareto plot (macro-F1, p50 latency, size) of every finished experiment in `dvc exp show`, and the
+    run the kit would serve under --latency-budget-ms: the fastest within --f1-tolerance-pts of the best that fits."""
+    import json
+
+    from kit.optimize.sweep_figures import sweep_report
+
+    rows = json.loads(exp_json.read_text()) if exp_json is not None else None
+    rep = sweep_report(Path.cwd(), plot, table, latency_budget_ms, tolerance_pts, rows=rows)
+    typer.echo(rep.table)
+    for line in rep.skipped:
+        typer.echo(f"left out: {line}")
+    typer.echo(f"pick: {rep.pick.reason}")
+    typer.echo(f"wrote {plot} and {table}")

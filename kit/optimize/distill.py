@@ -15,7 +15,24 @@ from kit.core.errors import KitError
 from kit.core.io import write_json, write_text
 from kit.optimize.teacher import Rows, cached_logits, logits_key, rows_logits, tokenise
 
-__all__ = ["make_student", "distill"]
+__all__ = ["student_layers", "make_student", "distill"]
+
+
+def student_layers(depth: int | list[int], n: int) -> list[int]:
+    """The teacher layers a student keeps: a list as given, or a count spread evenly from layer 0 (3 of 6: [0, 2, 4]).
+
+    Args:
+        depth: optimize.student_layers, a layer count or teacher layer indices.
+        n: the teacher's number of layers.
+
+    Raises:
+        KitError: a count above n (a student cannot be deeper than its teacher).
+    """
+    if isinstance(depth, list):
+        return list(depth)
+    if not 1 <= depth <= n:
+        raise KitError(f"optimize.student_layers: {depth} layers asked but the teacher has {n}")
+    return [i * n // depth for i in range(depth)]
 
 
 def make_student(teacher: Any, layers: list[int]) -> Any:
@@ -177,7 +194,7 @@ def distill(
     out_dir: str | Path,
     texts: list[str],
     labels: np.ndarray,
-    layers: list[int],
+    layers: int | list[int],
     steps: int,
     batch_size: int,
     learning_rate: float,
@@ -201,7 +218,7 @@ def distill(
         teacher_dir: the fine-tuned model directory (config, weights, tokenizer, labels.json).
         out_dir: where the student goes (same files).
         texts, labels: training rows (labels as class ids).
-        layers: teacher layers the student starts from.
+        layers: teacher layers the student starts from, or their number (spread evenly; see student_layers).
         steps, batch_size: optimizer steps, rows per step.
         learning_rate: peak learning rate (linear decay, 10% warm-up).
         temperature, alpha: softening temperature T, weight of the distillation term.
@@ -229,6 +246,7 @@ def distill(
     set_seed(seed)
     start = time.perf_counter()
     teacher = teacher if teacher is not None else load_classifier(teacher_dir, eager=False)
+    layers = student_layers(layers, teacher.config.num_hidden_layers)  # before the teacher's logits: fail fast
     tok = load_tokenizer(find_tokenizer(teacher_dir), max_length)
     pad_id = int((tok.padding or {}).get("pad_id", 0))
     enc = tokenise(tok, texts)

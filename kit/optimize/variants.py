@@ -73,11 +73,13 @@ def build_variants(
     opset: int = 17,
     threads: int = 2,
     model: Any | None = None,
+    int8_base: str = "fused",
 ) -> list[Variant]:
     """Export `model_dir` and build the requested variants as `<out_dir>/<prefix>_<kind>.onnx`.
 
     The fp32 export is always built (every other variant derives from it, and it is the fallback to serve) and
-    parity-checked; so is the fused graph. INT8 is quantized from the fused graph; fp16 only when a GPU is present.
+    parity-checked; so is the fused graph. INT8 is quantized from the fused graph or the plain export (`int8_base`);
+    fp16 only when a GPU is present.
 
     Args:
         model_dir: HF classifier directory.
@@ -91,6 +93,7 @@ def build_variants(
         opset: ONNX opset of the export.
         threads: ORT threads for the check.
         model: the classifier already loaded from model_dir with eager attention (None: load it).
+        int8_base: "fused" (quantize the ORT-fused graph) or "plain" (the fp32 export).
 
     Returns:
         The built variants (fp32 first), each with its size and parity figure.
@@ -119,15 +122,16 @@ def build_variants(
     ref = torch_logits(model, batch)  # PyTorch's logits, once for every graph checked against them
     fp32 = export_onnx(model, out_dir / f"{prefix}_fp32.onnx", opset=opset)
     built = [_variant("fp32", fp32, check_parity(model, fp32, batch, atol, threads, ref))]
-    needs_fused = any(k in kinds for k in ("optimized", "int8"))
+    needs_fused = "optimized" in kinds or ("int8" in kinds and int8_base == "fused")
     if needs_fused:
         fused = optimize_graph(fp32, out_dir / f"{prefix}_optimized.onnx", spec)
         built.append(
             _variant("optimized", fused, check_parity(model, fused, batch, atol, threads, ref), [fused_note(fused)])
         )
     if "int8" in kinds:
-        q = quantize_int8(out_dir / f"{prefix}_optimized.onnx", out_dir / f"{prefix}_int8.onnx", spec, **int8)
-        built.append(_variant("int8", q, notes=[f"quantized from {prefix}_optimized: {int8}"]))
+        base = f"{prefix}_{'optimized' if int8_base == 'fused' else 'fp32'}"
+        q = quantize_int8(out_dir / f"{base}.onnx", out_dir / f"{prefix}_int8.onnx", spec, **int8)
+        built.append(_variant("int8", q, notes=[f"quantized from {base}: {int8}"]))
     if "fp16" in kinds:
         if gpu_available():
             built.append(_variant("fp16", convert_fp16(fp32, out_dir / f"{prefix}_fp16.onnx", spec)))
@@ -206,6 +210,7 @@ def build_all(
         max_length=max_length,
         atol=opt.parity_atol,
         int8=int8,
+        int8_base=opt.int8_base,
         opset=opt.opset,
         threads=opt.threads,
     )
@@ -224,7 +229,7 @@ def build_all(
                 out_dir / "student",
                 texts,
                 labels,
-                layers=list(opt.student_layers),
+                layers=opt.student_layers,
                 steps=opt.distill_steps,
                 batch_size=opt.distill_batch_size,
                 learning_rate=opt.distill_learning_rate,
