@@ -200,11 +200,16 @@ def test_a_queued_depth_sweep_of_the_tiny_pipeline_is_reported(tmp_path):
     sh(["dvc", "repro", "finetune"], proj)  # the teacher, once: the queued runs take it from the DVC cache
     sh(["git", "add", "-A"], proj)
     sh(["git", *GIT_ID, "commit", "-qm", "tiny teacher"], proj)
+    # Only what the depth changes (the student) besides the fp32 fallback, and a shorter distillation: a quick queue.
+    quick = ["-S", "optimize.variants=[onnx_fp32,student_int8]", "-S", "optimize.distill_steps=5"]
     for depth in (1, 2):
         sh(["dvc", "exp", "run", "--queue", "optimize", "-n", f"depth{depth}", "-S", f"optimize.student_layers={depth}",
-            "-S", "optimize.variants=[onnx_fp32,student_int8]"], proj)  # fmt: skip
+            *quick], proj)  # fmt: skip
     sh(["dvc", "queue", "start", "-j", "2"], proj)
-    status = _wait_for_queue(proj)
+    try:
+        status = _wait_for_queue(proj)
+    finally:  # no worker outlives the test, even a failed one
+        subprocess.run(["dvc", "queue", "stop", "--kill"], cwd=proj, env=run_env(), capture_output=True, timeout=60)
     assert status.count("Success") == 2, status
     out = sh(["kit", "sweep", "report", "--latency-budget-ms", "1000"], proj)
     points = {p.name: p for p in sweep_points(exp_show(proj), cwd=proj)[0]}
