@@ -51,7 +51,8 @@ def sweep_table(points: list[SweepPoint], pick: SweepPick | None = None) -> str:
 
 
 def _label(p: SweepPoint) -> str:
-    return f"{p.name}: L{p.student_layers} {p.int8_base}{' pc' if p.int8_per_channel else ''} len{p.max_length}"
+    """The run's name and swept params in brief, e.g. "exp-1 (L3 plain pc 64)": pc = per-channel INT8."""
+    return f"{p.name} (L{p.student_layers} {p.int8_base}{' pc' if p.int8_per_channel else ''} {p.max_length})"
 
 
 def plot_pareto(points: list[SweepPoint], pick: SweepPick | None = None) -> Any:
@@ -79,6 +80,7 @@ def plot_pareto(points: list[SweepPoint], pick: SweepPick | None = None) -> Any:
         if pick and pick.point:
             ax.scatter([getattr(pick.point, key)], [pick.point.serve_f1], s=260, facecolors="none", edgecolors="red")
         fig.colorbar(sc, ax=ax, label="size (MB)" if other == "size_mb" else "p50 (ms)")
+        ax.margins(x=0.35)  # room for the labels right of the rightmost points
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     if pick and pick.budget_ms is not None:
