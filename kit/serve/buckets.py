@@ -1,0 +1,168 @@
+"""Length-aware batching for a CPU: a run-cost model cost(batch, padded length) fitted at start-up and from live runs,
+and the planner that splits queued texts, sorted by token count, into the batches that cost least in total."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+import numpy as np
+
+__all__ = ["RunCost", "plan_batches", "calibration_grid"]
+
+
+def _features(b: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Columns of the cost model for batch sizes `b` and padded lengths `length` (broadcast together).
+
+    1: the fixed cost of a run (launch, thread wake-up, hand-off) that merging runs saves.
+    b: per-row cost independent of length (softmax, copies).
+    b*L: the linear layers, per padded token.
+    b*L^2: attention, quadratic in the padded length (why padding a short text to a long one costs more than linear).
+    b^2*L: what makes a large batch slower per text on a CPU (activations fall out of cache).
+    """
+    b, length = np.broadcast_arrays(np.asarray(b, np.float64), np.asarray(length, np.float64))
+    return np.stack([np.ones_like(b), b, b * length, b * length * length, b * b * length], axis=-1)
+
+
+class RunCost:
+    """The model's seconds per run as cost(batch, padded length), fitted by non-negative least squares to warm-up runs
+    on a grid of sizes and to recent live runs.
+
+    Its intercept is the fixed cost of one run: what merging two runs into one saves, so it also bounds how long a
+    batch should wait for company (waiting longer costs the queued requests more than the merge can give back). The
+    whole surface tells the planner which batch size pays at each length: the bucket's batch size."""
+
+    def __init__(self, window: int = 512, refit_every: int = 32):
+        """Args:
+        window: most recent live runs the fit uses (the machine's load changes; old runs stop counting).
+        refit_every: live runs between refits (a fit costs a fraction of a millisecond; not worth doing per run).
+        """
+        self._seed: list[tuple[int, int, float]] = []
+        self._runs: deque[tuple[int, int, float]] = deque(maxlen=window)
+        self._refit_every = refit_every
+        self._since_fit = 0
+        self.coef: np.ndarray | None = None
+
+    def calibrate(self, runs: Iterable[tuple[int, int, float]]) -> None:
+        """Fit to (texts, padded length, seconds) of warm-up runs; kept in every later fit so the grid stays covered."""
+        self._seed = [(int(n), int(length), float(s)) for n, length, s in runs]
+        self._fit()
+
+    def add(self, n: int, length: int, seconds: float) -> None:
+        """Record one live model run of `n` texts padded to `length` tokens; refits every `refit_every` runs."""
+        self._runs.append((n, length, seconds))
+        self._since_fit += 1
+        if self._since_fit >= self._refit_every:
+            self._since_fit = 0
+            self._fit()
+
+    def _fit(self) -> None:
+        pts = np.array(self._seed + list(self._runs), dtype=np.float64).reshape(-1, 3)
+        # One size only: the fixed cost cannot be told from the per-text cost; keep the previous fit.
+        if len(pts) < 2 or np.ptp(pts[:, 0]) == 0:
+            return
+        x = _features(pts[:, 0], pts[:, 1])
+        scale = x.max(axis=0)  # columns of very different magnitude: scaled, so the solve is well conditioned
+        scale[scale == 0] = 1.0
+        self.coef = _nnls(x / scale, pts[:, 2]) / scale
+    @property
+    def overhead_s(self) -> float | None:
+        """Fixed cost of one model run in seconds (None before a fit with two batch sizes or more)."""
+        return None if self.coef is None else float(self.coef[0])
+
+    def seconds(self, n: np.ndarray | int, length: np.ndarray | int) -> np.ndarray:
+        """Predicted seconds of runs of `n` texts padded to `length` (broadcast); 0 before any fit.
+
+        Unfitted, every run costs nothing extra per text, so the planner fills batches by arrival as before."""
+        if self.coef is None:
+            return np.zeros(np.broadcast_shapes(np.shape(n), np.shape(length)))
+        return _features(np.asarray(n), np.asarray(length)) @ self.coef
+
+    def best_batch_size(self, length: int, max_batch_size: int) -> int:
+        """The batch size with the least predicted seconds per text at one padded length: the bucket's batch size."""
+        sizes = np.arange(1, max_batch_size + 1)
+        if self.coef is None:
+            return max_batch_size
+        per_text = self.seconds(sizes, length) / sizes
+        return int(sizes[np.flatnonzero(per_text <= per_text.min() * (1 + 1e-9))[-1]])
+
+
+def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative least squares, exact by trying every subset of columns (five columns: 31 small solves).
+
+    scipy.optimize.nnls would do, but importing scipy costs the server seconds of cold start."""
+    k = x.shape[1]
+    best, best_err = np.zeros(k), float(np.sum(y * y))
+    for mask in range(1, 2**k):
+        cols = [c for c in range(k) if mask >> c & 1]
+        coef, *_ = np.linalg.lstsq(x[:, cols], y, rcond=None)
+        if np.all(coef >= 0):
+            err = float(np.sum((x[:, cols] @ coef - y) ** 2))
+            if err < best_err:
+                best, best_err = np.zeros(k), err
+                best[cols] = coef
+    return best
+
+
+def calibration_grid(max_batch_size: int, max_length: int) -> list[tuple[int, int]]:
+    """(batch size, padded length) of the warm-up runs: enough sizes and lengths to fit every column of the model,
+    few enough to keep the cold start short (the longest runs are the largest batches at full length)."""
+    sizes = sorted({1, min(4, max_batch_size), min(16, max_batch_size), max_batch_size})
+    lengths = sorted({min(16, max_length), max(2, max_length // 2), max_length})
+    return [(b, length) for b in sizes for length in lengths]
+
+
+def plan_batches(lengths: np.ndarray, sizes: np.ndarray, max_batch_size: int, cost: RunCost) -> list[np.ndarray]:
+    """Split queued work into batches of similar length with the least total predicted cost.
+
+    Each queued item (a request's texts, or a chunk of a large request) has a padded length (its longest text) and a
+    size in texts; an item is never split. Sorted by length (ties keep queue order), each batch is a run of
+    neighbours padded to its longest: the optimal split is a shortest path over the sorted order, where a batch
+    ending at item j holding k texts costs cost(k, length of j). A batch pays its fixed cost once; a long text in a
+    batch of short ones pays padding for every row: the fit decides which wins at each length, so each length bucket
+    gets its own batch size.
+
+    Args:
+        lengths: padded length (tokens) of each queued item, in queue order (oldest first).
+        sizes: texts in each item (each at most `max_batch_size`).
+        max_batch_size: most texts per batch.
+        cost: the fitted run-cost model; unfitted, items are packed in queue order (the plain micro-batcher).
+
+    Returns:
+        Batches as arrays of indices into `lengths`, each in queue order; the batches ordered by their oldest item.
+    """
+    n = len(lengths)
+    if n == 0:
+        return []
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if cost.coef is None:
+        return _pack_in_order(sizes, max_batch_size)
+    order = np.argsort(lengths, kind="stable")
+    sorted_len, cum = np.asarray(lengths)[order], np.concatenate([[0], np.cumsum(sizes[order])])
+    best = np.zeros(n + 1)
+    start = np.zeros(n + 1, dtype=np.int64)
+    for j in range(1, n + 1):
+        i = np.arange(int(np.searchsorted(cum, cum[j] - max_batch_size, side="left")), j)
+        total = best[i] + cost.seconds(cum[j] - cum[i], sorted_len[j - 1])
+        k = int(np.argmin(total))
+        best[j], start[j] = total[k], i[k]
+    batches = []
+    j = n
+    while j > 0:
+        batches.append(np.sort(order[start[j] : j]))
+        j = int(start[j])
+    batches.sort(key=lambda idx: int(idx[0]))
+    return batches
+
+
+def _pack_in_order(sizes: np.ndarray, max_batch_size: int) -> list[np.ndarray]:
+    """Queue order, each batch filled until the next item would not fit (it opens the next batch)."""
+    batches: list[list[int]] = [[]]
+    filled = 0
+    for i, k in enumerate(sizes.tolist()):
+        if batches[-1] and filled + k > max_batch_size:
+            batches.append([])
+            filled = 0
+        batches[-1].append(i)
+        filled += k
+    return [np.array(b, dtype=np.int64) for b in batches]
