@@ -42,6 +42,7 @@ class RunCost:
         self._refit_every = refit_every
         self._since_fit = 0
         self.coef: np.ndarray | None = None
+        self._columns: dict[tuple[int, int], np.ndarray] = {}  # planner's look-ups, valid until the next fit
 
     def calibrate(self, runs: Iterable[tuple[int, int, float]]) -> None:
         """Fit to (texts, padded length, seconds) of warm-up runs; kept in every later fit so the grid stays covered."""
@@ -65,6 +66,8 @@ class RunCost:
         scale = x.max(axis=0)  # columns of very different magnitude: scaled, so the solve is well conditioned
         scale[scale == 0] = 1.0
         self.coef = _nnls(x / scale, pts[:, 2]) / scale
+        self._columns.clear()
+
     @property
     def overhead_s(self) -> float | None:
         """Fixed cost of one model run in seconds (None before a fit with two batch sizes or more)."""
@@ -77,6 +80,15 @@ class RunCost:
         if self.coef is None:
             return np.zeros(np.broadcast_shapes(np.shape(n), np.shape(length)))
         return _features(np.asarray(n), np.asarray(length)) @ self.coef
+
+    def column(self, length: int, max_batch_size: int) -> np.ndarray:
+        """Predicted seconds of 0..max_batch_size texts padded to `length` (index = texts), cached until the next fit:
+        the planner looks these up for every queued item of every batch."""
+        col = self._columns.get((length, max_batch_size))
+        if col is None:
+            col = np.concatenate([[0.0], self.seconds(np.arange(1, max_batch_size + 1), length)])
+            self._columns[length, max_batch_size] = col
+        return col
 
     def best_batch_size(self, length: int, max_batch_size: int) -> int:
         """The batch size with the least predicted seconds per text at one padded length: the bucket's batch size."""
@@ -141,11 +153,12 @@ def plan_batches(lengths: np.ndarray, sizes: np.ndarray, max_batch_size: int, co
     sorted_len, cum = np.asarray(lengths)[order], np.concatenate([[0], np.cumsum(sizes[order])])
     best = np.zeros(n + 1)
     start = np.zeros(n + 1, dtype=np.int64)
+    lows = np.searchsorted(cum, cum[1:] - max_batch_size, side="left")  # first item a batch ending at j may start at
     for j in range(1, n + 1):
-        i = np.arange(int(np.searchsorted(cum, cum[j] - max_batch_size, side="left")), j)
-        total = best[i] + cost.seconds(cum[j] - cum[i], sorted_len[j - 1])
+        lo = int(lows[j - 1])
+        total = best[lo:j] + cost.column(int(sorted_len[j - 1]), max_batch_size)[cum[j] - cum[lo:j]]
         k = int(np.argmin(total))
-        best[j], start[j] = total[k], i[k]
+        best[j], start[j] = total[k], lo + k
     batches = []
     j = n
     while j > 0:
