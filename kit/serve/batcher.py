@@ -177,12 +177,11 @@ class MicroBatcher(Generic[Rows]):
                 arrives, so batches can be grouped by length. None: texts run as they are, all of one length.
         """
         self.cost.calibrate(calibration)
-        if self.cost.coef is not None:
+        overhead = self.cost.overhead_s
+        if overhead is not None:
             # What the planner will do, in the log: the fixed cost per run and each length's batch size.
             sizes = {n: self.cost.best_batch_size(n, self.max_batch_size) for n in (8, 16, 32, 64, 128)}
-            log.info(
-                "run cost: %.2f ms fixed per run; batch size by padded length %s", self.cost.overhead_s * 1e3, sizes
-            )
+            log.info("run cost: %.2f ms fixed per run; batch size by padded length %s", overhead * 1e3, sizes)
         self._predict, self._tokenize = predict, tokenize
         self._ensure_started().set()
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="kit-micro-batcher")
