@@ -151,7 +151,7 @@ class MicroBatcher(Generic[Rows]):
         loop = asyncio.get_running_loop()
         grid = calibration_grid(self.max_batch_size, max_length)
         for b in sorted({b for b, _ in grid}):  # first runs allocate arenas and pick kernels: untimed
-            await loop.run_in_executor(self.executor, run, filler(b, max_length))
+            await loop.run_in_executor(self.executor, run, filler(b, max(n for s, n in grid if s == b)))
         best = dict.fromkeys(grid, float("inf"))
         for _ in range(repeats):  # whole passes: a burst of outside load spreads over the grid, not one point
             for b, length in grid:

@@ -118,10 +118,15 @@ def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def calibration_grid(max_batch_size: int, max_length: int) -> list[tuple[int, int]]:
     """(batch size, padded length) of the warm-up runs: enough sizes and lengths to fit every column of the model,
-    few enough to keep the cold start short (the longest runs are the largest batches at full length)."""
+    few enough to keep the cold start short. The largest batch at full length is left out when a smaller size at
+    full length and the largest at half length already pin the large-batch term: alone it would cost about as much
+    as the rest of the grid."""
     sizes = sorted({1, min(4, max_batch_size), min(16, max_batch_size), max_batch_size})
     lengths = sorted({min(16, max_length), max(2, max_length // 2), max_length})
-    return [(b, length) for b in sizes for length in lengths]
+    grid = [(b, n) for b in sizes for n in lengths]
+    if len(sizes) > 2 and len(lengths) > 2:
+        grid.remove((max_batch_size, max_length))
+    return grid
 
 
 def plan_batches(lengths: np.ndarray, sizes: np.ndarray, max_batch_size: int, cost: RunCost) -> list[np.ndarray]:
