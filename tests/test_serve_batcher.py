@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from kit.serve.batcher import MicroBatcher
+from kit.serve.batcher import MicroBatcher, ModelUnavailable
 from kit.serve.buckets import RunCost, calibration_grid, plan_batches
 
 
@@ -273,3 +273,22 @@ def test_the_model_runs_texts_tokenized_once_as_it_predicts_them() -> None:
     np.testing.assert_allclose(probs, want_probs, atol=2e-5)
     np.testing.assert_array_equal(counts, want_counts)
     assert [len(t) for t in model.filler(3, 9)] == [9, 9, 9]
+
+
+def test_requests_wait_for_the_model_and_are_refused_if_it_never_comes() -> None:
+    async def main():
+        b = MicroBatcher(max_batch_size=4, max_delay_s=0.0)
+        early = asyncio.ensure_future(b.submit(["1 w"]))  # before start: waits for the model and its tokenizer
+        await asyncio.sleep(0.01)
+        b.start(_echo([]), tokenize=_words)
+        answered = await early
+        late = MicroBatcher(max_batch_size=4, max_delay_s=0.0)
+        stranded = asyncio.ensure_future(late.submit(["2 w"]))
+        await asyncio.sleep(0.01)
+        await late.close()
+        await b.close()
+        return answered, await asyncio.gather(stranded, return_exceptions=True)
+
+    answered, (refused,) = asyncio.run(main())
+    assert answered[0][:, 0].tolist() == [1.0]
+    assert isinstance(refused, ModelUnavailable) and "shutting down" in str(refused)

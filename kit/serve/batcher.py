@@ -260,6 +260,7 @@ class MicroBatcher(Generic[Rows]):
         """Refuse new work, finish everything queued, stop the worker and its thread."""
         self._closed = True
         self._flush = True
+        self._ensure_started().set()  # requests still waiting for a model that never came: refused, not hung
         if self._worker is not None and not self._worker.done():
             self._queue.put_nowait(_STOP)
             await self._worker
