@@ -10,17 +10,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 
 import numpy as np
 
-from kit.serve.buckets import RunCost, calibration_grid, plan_batches
+from kit.serve.buckets import RunCost, calibration_grid, measure_grid, plan_batches
+from kit.serve.rows import Batched, Rows, concat_rows, slice_rows, take_rows
 
 __all__ = ["MicroBatcher", "ModelUnavailable", "RunCost", "Batched", "Rows"]
-
-# What one model run returns for its texts: an array, or several (None for one a model does not produce), row i of
-# each belonging to text i. The batcher slices them per request and concatenates the chunks of a split request.
-Rows = TypeVar("Rows", np.ndarray, tuple[np.ndarray | None, ...])
 
 
 class ModelUnavailable(Exception):
@@ -40,36 +37,6 @@ class _Item:
     length: int  # the longest unit's token count: what this item pads a batch to
     arrived: float  # event-loop time it was queued: it waits for company until arrived + the wait limit
     future: asyncio.Future  # resolves to (rows of these texts, texts in the model run they were part of)
-
-
-@dataclass(frozen=True)
-class Batched(Generic[Rows]):
-    """A request's answer: its rows, and the size of the micro-batch its texts ran in (the largest, if split)."""
-
-    rows: Rows
-    batch_size: int
-
-
-def _slice(rows: Rows, start: int, stop: int) -> Rows:
-    if isinstance(rows, tuple):
-        return tuple(None if r is None else r[start:stop] for r in rows)
-    return rows[start:stop]
-
-
-def _take(rows: Rows, index: np.ndarray) -> Rows:
-    if isinstance(rows, tuple):
-        return tuple(None if r is None else r[index] for r in rows)
-    return rows[index]
-
-
-def _concat(parts: list[Rows]) -> Rows:
-    first = parts[0]
-    if isinstance(first, tuple):
-        return tuple(
-            None if first[k] is None else np.concatenate([x for p in parts if (x := p[k]) is not None])
-            for k in range(len(first))
-        )
-    return np.concatenate(parts)
 
 
 _STOP = object()  # ends the worker after everything queued before it
@@ -136,7 +103,7 @@ class MicroBatcher(Generic[Rows]):
         max_length: int,
         repeats: int = 2,
     ) -> list[tuple[int, int, float]]:
-        """Warm the model on the worker thread and time it on a grid of batch sizes x padded lengths.
+        """Warm the model on the worker thread and time it on a grid of batch sizes x padded lengths (`measure_grid`).
 
         Args:
             run: the model run on a list of units (tokens), as `start` will get it.
@@ -148,18 +115,9 @@ class MicroBatcher(Generic[Rows]):
         Returns:
             (texts, padded length, seconds) per grid point: `start`'s calibration.
         """
-        loop = asyncio.get_running_loop()
         grid = calibration_grid(self.max_batch_size, max_length)
-        for b in sorted({b for b, _ in grid}):  # first runs allocate arenas and pick kernels: untimed
-            await loop.run_in_executor(self.executor, run, filler(b, max(n for s, n in grid if s == b)))
-        best = dict.fromkeys(grid, float("inf"))
-        for _ in range(repeats):  # whole passes: a burst of outside load spreads over the grid, not one point
-            for b, length in grid:
-                units = filler(b, length)
-                t = time.perf_counter()
-                await loop.run_in_executor(self.executor, run, units)
-                best[b, length] = min(best[b, length], time.perf_counter() - t)
-        return [(b, length, s) for (b, length), s in best.items()]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, measure_grid, run, filler, grid, repeats)
 
     def start(
         self,
@@ -246,7 +204,7 @@ class MicroBatcher(Generic[Rows]):
             return Batched(rows, size)
         done = await asyncio.gather(*(it.future for it in items))
         back = np.argsort(np.concatenate(chunks), kind="stable")  # sorted chunks -> the request's own order
-        return Batched(_take(_concat([rows for rows, _ in done]), back), max(size for _, size in done))
+        return Batched(take_rows(concat_rows([rows for rows, _ in done]), back), max(size for _, size in done))
 
     async def _units(self, texts: list[str]) -> Sequence[Any]:
         tokenize = self._tokenize
@@ -358,7 +316,7 @@ class MicroBatcher(Generic[Rows]):
         self.cost.add(n, max(it.length for it in batch), seconds)
         start = 0
         for it in batch:
-            _resolve(it.future, (_slice(rows, start, start + len(it.units)), n))
+            _resolve(it.future, (slice_rows(rows, start, start + len(it.units)), n))
             start += len(it.units)
 
 

@@ -3,12 +3,14 @@ and the planner that splits queued texts, sorted by token count, into the batche
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
-__all__ = ["RunCost", "plan_batches", "calibration_grid"]
+__all__ = ["RunCost", "plan_batches", "calibration_grid", "measure_grid"]
 
 
 def _features(b: np.ndarray, length: np.ndarray) -> np.ndarray:
@@ -127,6 +129,36 @@ def calibration_grid(max_batch_size: int, max_length: int) -> list[tuple[int, in
     if len(sizes) > 2 and len(lengths) > 2:
         grid.remove((max_batch_size, max_length))
     return grid
+
+
+def measure_grid(
+    run: Callable[[list[Any]], Any],
+    filler: Callable[[int, int], list[Any]],
+    grid: list[tuple[int, int]],
+    repeats: int = 2,
+) -> list[tuple[int, int, float]]:
+    """Warm a model up and time it at each (batch size, padded length) of `grid` (call in the model's thread).
+
+    Args:
+        run: one model run on a list of units.
+        filler: (texts, tokens) -> that many units of exactly that many tokens.
+        grid: from `calibration_grid`.
+        repeats: timed passes over the grid; the fastest run of each point counts (a run another process
+            preempted is slow for reasons the model does not have; whole passes spread a burst over the grid).
+
+    Returns:
+        (texts, padded length, seconds) per grid point: RunCost.calibrate's input.
+    """
+    for b in sorted({b for b, _ in grid}):  # first runs allocate arenas and pick kernels: untimed
+        run(filler(b, max(n for s, n in grid if s == b)))
+    best = dict.fromkeys(grid, float("inf"))
+    for _ in range(repeats):
+        for b, length in grid:
+            units = filler(b, length)
+            t = time.perf_counter()
+            run(units)
+            best[b, length] = min(best[b, length], time.perf_counter() - t)
+    return [(b, length, s) for (b, length), s in best.items()]
 
 
 def plan_batches(lengths: np.ndarray, sizes: np.ndarray, max_batch_size: int, cost: RunCost) -> list[np.ndarray]:
