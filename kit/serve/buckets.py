@@ -28,28 +28,34 @@ def _features(b: np.ndarray, length: np.ndarray) -> np.ndarray:
 
 class RunCost:
     """The model's seconds per run as cost(batch, padded length), fitted by non-negative least squares to warm-up runs
-    on a grid of sizes and to recent live runs.
+    on a grid of sizes and lengths, then kept in step with the machine by recent live runs.
 
     Its intercept is the fixed cost of one run: what merging two runs into one saves, so it also bounds how long a
     batch should wait for company (waiting longer costs the queued requests more than the merge can give back). The
-    whole surface tells the planner which batch size pays at each length: the bucket's batch size."""
+    whole surface tells the planner which batch size pays at each length: the bucket's batch size.
+
+    Live runs only rescale a warm-up fit (by the median ratio of measured to predicted seconds): under load they
+    cluster at a few sizes and carry preemption outliers, which would let a free fit trade the intercept against the
+    slopes; a median is immune to both, and the planner's choices do not depend on the scale. Without a warm-up fit
+    (one batch size only), live runs of several sizes are fitted freely."""
 
     def __init__(self, window: int = 512, refit_every: int = 32):
         """Args:
         window: most recent live runs the fit uses (the machine's load changes; old runs stop counting).
         refit_every: live runs between refits (a fit costs a fraction of a millisecond; not worth doing per run).
         """
-        self._seed: list[tuple[int, int, float]] = []
         self._runs: deque[tuple[int, int, float]] = deque(maxlen=window)
         self._refit_every = refit_every
         self._since_fit = 0
-        self.coef: np.ndarray | None = None
+        self._warm: np.ndarray | None = None  # the warm-up fit
+        self.coef: np.ndarray | None = None  # the fit in use
         self._columns: dict[tuple[int, int], np.ndarray] = {}  # planner's look-ups, valid until the next fit
 
     def calibrate(self, runs: Iterable[tuple[int, int, float]]) -> None:
-        """Fit to (texts, padded length, seconds) of warm-up runs; kept in every later fit so the grid stays covered."""
-        self._seed = [(int(n), int(length), float(s)) for n, length, s in runs]
-        self._fit()
+        """Fit to (texts, padded length, seconds) of warm-up runs (nothing when they have one batch size only)."""
+        self._warm = _fit_surface(np.array(list(runs), dtype=np.float64).reshape(-1, 3))
+        self.coef = self._warm
+        self._columns.clear()
 
     def add(self, n: int, length: int, seconds: float) -> None:
         """Record one live model run of `n` texts padded to `length` tokens; refits every `refit_every` runs."""
@@ -57,18 +63,19 @@ class RunCost:
         self._since_fit += 1
         if self._since_fit >= self._refit_every:
             self._since_fit = 0
-            self._fit()
+            self._refit()
 
-    def _fit(self) -> None:
-        pts = np.array(self._seed + list(self._runs), dtype=np.float64).reshape(-1, 3)
-        # One size only: the fixed cost cannot be told from the per-text cost; keep the previous fit.
-        if len(pts) < 2 or np.ptp(pts[:, 0]) == 0:
-            return
-        x = _features(pts[:, 0], pts[:, 1])
-        scale = x.max(axis=0)  # columns of very different magnitude: scaled, so the solve is well conditioned
-        scale[scale == 0] = 1.0
-        self.coef = _nnls(x / scale, pts[:, 2]) / scale
-        self._columns.clear()
+    def _refit(self) -> None:
+        pts = np.array(self._runs, dtype=np.float64).reshape(-1, 3)
+        if self._warm is None:
+            coef = _fit_surface(pts)
+        else:
+            predicted = _features(pts[:, 0], pts[:, 1]) @ self._warm
+            ok = predicted > 0
+            coef = self._warm * float(np.median(pts[ok, 2] / predicted[ok])) if ok.any() else None
+        if coef is not None:
+            self.coef = coef
+            self._columns.clear()
 
     @property
     def overhead_s(self) -> float | None:
@@ -99,6 +106,17 @@ class RunCost:
             return max_batch_size
         per_text = self.seconds(sizes, length) / sizes
         return int(sizes[np.flatnonzero(per_text <= per_text.min() * (1 + 1e-9))[-1]])
+
+
+def _fit_surface(pts: np.ndarray) -> np.ndarray | None:
+    """NNLS fit of (texts, padded length, seconds) rows; None when they have one batch size only (the fixed cost
+    cannot be told from the per-text cost)."""
+    if len(pts) < 2 or np.ptp(pts[:, 0]) == 0:
+        return None
+    x = _features(pts[:, 0], pts[:, 1])
+    scale = x.max(axis=0)  # columns of very different magnitude: scaled, so the solve is well conditioned
+    scale[scale == 0] = 1.0
+    return _nnls(x / scale, pts[:, 2]) / scale
 
 
 def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
