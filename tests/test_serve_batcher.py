@@ -40,25 +40,36 @@ def test_live_runs_fit_the_model_when_the_warm_up_had_one_size_only() -> None:
     def live(b: int, n: int) -> float:
         return 0.010 + 1e-5 * b * n
 
-    cost = RunCost(refit_every=4)
+    cost = RunCost(refit_every=16)
     cost.calibrate([(4, 16, live(4, 16)), (4, 32, live(4, 32))])  # one size: launch and per-text cost inseparable
     assert cost.overhead_s is None
-    for b, n in ((1, 16), (8, 16), (1, 64), (8, 64)):
-        cost.add(b, n, live(b, n))
+    for _ in range(4):
+        for b, n in ((1, 16), (8, 16), (1, 64), (8, 64)):
+            cost.add(b, n, live(b, n))
     assert cost.overhead_s == pytest.approx(0.010, rel=1e-3)
 
 
-def test_live_runs_rescale_the_warm_up_fit_robustly() -> None:
-    # The machine got twice as slow after warm-up, and a few live runs were preempted (ten times slower): the
-    # surface keeps its shape (the planner's choices), its scale follows the median live run (the wait limit).
-    cost = RunCost(refit_every=8)
-    cost.calibrate(_grid(_cpu_like))
-    best = [cost.best_batch_size(n, 32) for n in (8, 32, 64)]
-    for i in range(64):
-        b, n = (4, 30) if i % 2 else (5, 40)  # live runs cluster at a few sizes
-        cost.add(b, n, _cpu_like(b, n) * (20 if i % 16 == 0 else 2))
-    assert cost.overhead_s == pytest.approx(2 * 0.0003, rel=1e-3)
-    assert [cost.best_batch_size(n, 32) for n in (8, 32, 64)] == best
+def test_live_runs_correct_a_warm_up_fit_robustly() -> None:
+    # The warm-up ran on a busy machine: its large batches were preempted and look three times dearer than they are,
+    # so it would keep batches small. Live traffic (twice as slow all round, a few runs preempted ten times over)
+    # shows what batches of 8 and 16 really cost: the refit follows it.
+    def busy(b: int, n: int) -> float:
+        return _cpu_like(b, n) * (3 if b >= 16 else 1)
+
+    cost = RunCost(refit_every=16)
+    cost.calibrate(_grid(busy))
+    fooled = cost.best_batch_size(16, 32)
+    for i in range(256):
+        b, n = ((1, 16), (8, 16), (16, 16), (16, 40), (4, 40), (1, 40))[i % 6]
+        cost.add(b, n, _cpu_like(b, n) * (20 if i % 17 == 0 else 2))
+
+    def per_text(b: int) -> float:  # what a batch size really costs per text at 16 tokens
+        return _cpu_like(b, 16) / b
+
+    best = min(per_text(b) for b in range(1, 33))
+    # The optimum is flat: judged by what the chosen size really costs, the refit is within 3%, the warm-up not.
+    assert per_text(fooled) > 1.05 * best and per_text(cost.best_batch_size(16, 32)) < 1.03 * best
+    assert cost.overhead_s == pytest.approx(2 * 0.0003, rel=0.3)  # the live speed, not the warm-up's
 
 
 def test_run_cost_never_fits_a_negative_coefficient() -> None:

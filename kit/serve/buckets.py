@@ -26,36 +26,42 @@ def _features(b: np.ndarray, length: np.ndarray) -> np.ndarray:
     return np.stack([np.ones_like(b), b, b * length, b * length * length, b * b * length], axis=-1)
 
 
+# Live runs are grouped by batch size and padded length in cells this many tokens wide; a cell with this many runs or
+# more enters a refit as this quantile of its seconds (preemption only ever adds time, so a low quantile is the cost).
+_LENGTH_CELL = 8
+_MIN_CELL_RUNS = 4
+_LIVE_QUANTILE = 0.2
+
+
 class RunCost:
     """The model's seconds per run as cost(batch, padded length), fitted by non-negative least squares to warm-up runs
-    on a grid of sizes and lengths, then kept in step with the machine by recent live runs.
+    on a grid of sizes and lengths, then refitted with what live runs show.
 
     Its intercept is the fixed cost of one run: what merging two runs into one saves, so it also bounds how long a
     batch should wait for company (waiting longer costs the queued requests more than the merge can give back). The
     whole surface tells the planner which batch size pays at each length: the bucket's batch size.
 
-    Live runs only rescale a warm-up fit (by the median ratio of measured to predicted seconds): under load they
-    cluster at a few sizes and carry preemption outliers, which would let a free fit trade the intercept against the
-    slopes; a median is immune to both, and the planner's choices do not depend on the scale. Without a warm-up fit
-    (one batch size only), live runs of several sizes are fitted freely."""
+    Live runs carry preemption outliers and run slower than the warm-up (the server's HTTP work shares the cores), so
+    they enter a refit robustly: grouped by batch size and length, each group as its low quantile, beside the warm-up
+    grid rescaled by the median ratio of live to predicted seconds. Where traffic shows what a size really costs,
+    that wins; the grid keeps the sizes traffic never formed covered."""
 
     def __init__(self, window: int = 512, refit_every: int = 32):
         """Args:
-        window: most recent live runs the fit uses (the machine's load changes; old runs stop counting).
-        refit_every: live runs between refits (a fit costs a fraction of a millisecond; not worth doing per run).
+        window: most recent live runs the refit uses (the machine's load changes; old runs stop counting).
+        refit_every: live runs between refits (a fit costs about a millisecond; not worth doing per run).
         """
         self._runs: deque[tuple[int, int, float]] = deque(maxlen=window)
         self._refit_every = refit_every
         self._since_fit = 0
-        self._warm: np.ndarray | None = None  # the warm-up fit
-        self.coef: np.ndarray | None = None  # the fit in use
+        self._grid = np.zeros((0, 3))  # the warm-up runs
+        self.coef: np.ndarray | None = None
         self._columns: dict[tuple[int, int], np.ndarray] = {}  # planner's look-ups, valid until the next fit
 
     def calibrate(self, runs: Iterable[tuple[int, int, float]]) -> None:
         """Fit to (texts, padded length, seconds) of warm-up runs (nothing when they have one batch size only)."""
-        self._warm = _fit_surface(np.array(list(runs), dtype=np.float64).reshape(-1, 3))
-        self.coef = self._warm
-        self._columns.clear()
+        self._grid = np.array(list(runs), dtype=np.float64).reshape(-1, 3)
+        self._use(_fit_surface(self._grid))
 
     def add(self, n: int, length: int, seconds: float) -> None:
         """Record one live model run of `n` texts padded to `length` tokens; refits every `refit_every` runs."""
@@ -65,17 +71,29 @@ class RunCost:
             self._since_fit = 0
             self._refit()
 
-    def _refit(self) -> None:
-        pts = np.array(self._runs, dtype=np.float64).reshape(-1, 3)
-        if self._warm is None:
-            coef = _fit_surface(pts)
-        else:
-            predicted = _features(pts[:, 0], pts[:, 1]) @ self._warm
-            ok = predicted > 0
-            coef = self._warm * float(np.median(pts[ok, 2] / predicted[ok])) if ok.any() else None
+    def _use(self, coef: np.ndarray | None) -> None:
         if coef is not None:
             self.coef = coef
             self._columns.clear()
+
+    def _refit(self) -> None:
+        live = np.array(self._runs, dtype=np.float64).reshape(-1, 3)
+        grid = self._grid
+        if self.coef is not None and len(grid):  # the grid at the live runs' speed
+            predicted = _features(live[:, 0], live[:, 1]) @ self.coef
+            ok = predicted > 0
+            if ok.any():
+                factor = float(np.median(live[ok, 2] / predicted[ok]))
+                grid = np.column_stack([grid[:, :2], grid[:, 2] * factor])
+        groups: dict[tuple[int, int], list[tuple[float, float]]] = {}
+        for b, n, sec in live:
+            groups.setdefault((int(b), int(n) // _LENGTH_CELL), []).append((n, sec))
+        cells = [(b, np.mean([n for n, _ in g]), np.quantile([sec for _, sec in g], _LIVE_QUANTILE), len(g))
+                 for (b, _), g in groups.items() if len(g) >= _MIN_CELL_RUNS]  # fmt: skip
+        rows = np.array(cells).reshape(-1, 4)
+        # A cell counts as many warm-up points as it has runs: evidence from traffic outweighs the one-off grid.
+        weights = np.concatenate([np.ones(len(grid)), rows[:, 3]])
+        self._use(_fit_surface(np.vstack([grid, rows[:, :3]]), weights))
 
     @property
     def overhead_s(self) -> float | None:
@@ -108,15 +126,20 @@ class RunCost:
         return int(sizes[np.flatnonzero(per_text <= per_text.min() * (1 + 1e-9))[-1]])
 
 
-def _fit_surface(pts: np.ndarray) -> np.ndarray | None:
-    """NNLS fit of (texts, padded length, seconds) rows; None when they have one batch size only (the fixed cost
-    cannot be told from the per-text cost)."""
+def _fit_surface(pts: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray | None:
+    """NNLS fit of (texts, padded length, seconds) rows in relative error (a 2 ms run counts as much as a 200 ms one),
+    each row weighted by `weights` (default 1); None when the rows have one batch size only (the fixed cost cannot be
+    told from the per-text cost)."""
+    keep = pts[:, 2] > 0
+    pts = pts[keep]
     if len(pts) < 2 or np.ptp(pts[:, 0]) == 0:
         return None
-    x = _features(pts[:, 0], pts[:, 1])
+    w = np.ones(len(pts)) if weights is None else np.asarray(weights, dtype=np.float64)[keep]
+    row = np.sqrt(w) / pts[:, 2]
+    x = _features(pts[:, 0], pts[:, 1]) * row[:, None]
     scale = x.max(axis=0)  # columns of very different magnitude: scaled, so the solve is well conditioned
     scale[scale == 0] = 1.0
-    return _nnls(x / scale, pts[:, 2]) / scale
+    return _nnls(x / scale, pts[:, 2] * row) / scale
 
 
 def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
