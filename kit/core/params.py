@@ -443,13 +443,49 @@ class DeployParams(_Section):
     nobatch_levels: list[int] | None = Field(
         None, description="Levels also run with micro-batching off (max batch 1). None: all concurrency_levels."
     )
-    duration_s: float = Field(10.0, gt=0, le=600, description="Measured seconds per concurrency level.")
-    warmup_s: float = Field(2.0, ge=0, le=60, description="Unmeasured load before each level (fills caches, pools).")
+    duration_s: float = Field(8.0, gt=0, le=600, description="Measured seconds per concurrency level.")
+    warmup_s: float = Field(1.0, ge=0, le=60, description="Unmeasured load before each level (fills caches, pools).")
+    sweep_full_up_to: int = Field(
+        16,
+        ge=1,
+        description="Levels up to this many clients are always measured, both ways; above it each server's sweep "
+        "stops once saturated (see saturation_tolerance). ratio_concurrency, when set, is always measured too.",
+    )
+    saturation_tolerance: float = Field(
+        0.03,
+        ge=0,
+        le=1,
+        description="A sweep is saturated when a level adds at most this fraction of throughput over the level "
+        "before while its p99 rises: higher levels would only queue longer.",
+    )
     p99_target_ms: float = Field(100.0, gt=0, description="Latency objective for single-text requests (p99).")
     max_texts: int = Field(2000, ge=1, description="Test texts the load and the bare benchmark draw from.")
-    bare_seconds: float = Field(
-        5.0, gt=0, le=600, description="Seconds the bare-model benchmark (ceiling) runs at batch serve.max_batch_size."
+    bare_batch_sizes: list[int] = Field(
+        default_factory=lambda: [1, 4, 8, 16, 32],
+        min_length=1,
+        description="Batch sizes the bare-model ceiling is measured at, each with and without length bucketing "
+        "(sizes above serve.max_batch_size are skipped; 1 is always measured). The ceiling is the best rate.",
     )
+    bare_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=600,
+        description="Seconds per bare-model configuration; the grid runs twice (before and after the load levels).",
+    )
+    goal_server_over_bare: float = Field(
+        0.90,
+        gt=0,
+        description="Goal: server throughput / bare-model ceiling at the ratio concurrency (with p99 "
+        "within p99_target_ms there).",
+    )
+    goal_batching_gain: float = Field(
+        1.3, gt=0, description="Goal: micro-batching throughput / max-batch-1 throughput at goal_gain_concurrency."
+    )
+    goal_gain_concurrency: int = Field(16, ge=1, description="Client level the goal_batching_gain is judged at.")
+    goal_min_gain: float = Field(
+        1.0, gt=0, description="Goal: micro-batching / max batch 1 at every level from goal_min_gain_from up."
+    )
+    goal_min_gain_from: int = Field(4, ge=1, description="Lowest client level goal_min_gain applies to.")
     sample_interval_s: float = Field(0.25, gt=0, le=5, description="Server RSS/CPU sampling period during load.")
     startup_timeout_s: float = Field(120.0, gt=0, description="Longest wait for a started server to report ready.")
     # -- image and manifests (kit/deploy/manifests.py)

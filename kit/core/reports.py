@@ -38,6 +38,7 @@ __all__ = [
     "Shutdown",
     "BareRate",
     "BareModel",
+    "Goal",
     "ManifestCheck",
     "ServeReport",
 ]
@@ -336,18 +337,33 @@ class Shutdown(_Part):
 
 
 class BareRate(_Part):
-    """The bare model at one batch size: its runs and their mean rate (texts/s)."""
+    """The bare model at one batch size (texts of similar length batched together when `bucketing`): its runs and
+    their mean rate (texts/s)."""
 
     batch_size: int
+    bucketing: bool = False
     runs: list[dict[str, Any]]
     throughput_rps: float | None
 
 
 class BareModel(BareRate):
-    """The ceiling at serve.max_batch_size, with the unbatched (batch size 1) rate beside it."""
+    """The ceiling: the best rate over batch sizes and bucketing (its configuration in the inherited fields), with the
+    unbatched (batch size 1) rate beside it and every configuration measured in `grid`."""
 
     unbatched: BareRate
     batch_over_unbatched: float | None
+    grid: list[BareRate] = []
+
+
+class Goal(_Part):
+    """One goal of the load test: its target, the measured value (None: not measured), met or not, and where."""
+
+    name: str
+    target: str
+    threshold: float
+    value: float | None
+    met: bool
+    where: str
 
 
 class ManifestCheck(_Part):
@@ -370,6 +386,7 @@ class ServeReport(StageReport):
     model: ServedModel
     config: LoadTestConfig
     ratio_concurrency: int
+    ratio_concurrency_rule: str = ""  # how the plan chose ratio_concurrency
     sustainable_concurrency: int | None
     throughput_per_pod_rps: float
     bare_throughput_rps: float | None
@@ -380,6 +397,8 @@ class ServeReport(StageReport):
     batching_over_nobatch: float | None
     nobatch_over_bare_unbatched: float | None
     targets: dict[str, bool]
+    goals: list[Goal] = []
+    wall_s: float | None = None  # the deploy stage's own time, load test to validated manifests
     cold_start: ColdStart
     resources: Resources
     shutdown: dict[str, Shutdown]
