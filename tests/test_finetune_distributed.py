@@ -1,4 +1,4 @@
-"""Two-"node" fine-tuning on one machine with the Kubernetes Job's torchrun command (kit.deploy.training.torchrun_args):
+"""Two-"node" fine-tuning on one machine with the Kubernetes training Job's own command (kit/deploy/training.py):
 equal to the single-process run within float tolerance, and a node killed after a checkpoint resumes from it."""
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ import pytest
 import yaml
 
 from kit.core.params import ModelParams, load_params
-from kit.deploy.training import torchrun_args
+from kit.deploy.manifests import build_manifests
 from kit.finetune import load_model, run_finetune
 from kit.finetune.checkpoint import MARKER, checkpoints
 from tests.fixtures_finetune import LABELS, make_project
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+# The Job runs `kit finetune` through torchrun --no-python: the venv's bin directory must be on PATH.
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1",
+       "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}  # fmt: skip
 WEIGHTS = "models/finetune/model.safetensors"
 # 30 steps of global batch 16 (8 per node), a checkpoint every 10, dropout off (see _no_dropout_model), one thread per
 # process, and 192 training rows: a multiple of the global batch, since accelerate fills a short last batch of an epoch
@@ -58,18 +60,31 @@ def _no_dropout_model(root: Path) -> Path:
 def _project(root: Path, model_dir: Path, nnodes: int = 2) -> Path:
     make_project(root, model={"source": "local", "name": str(model_dir)}, train=TRAIN)
     raw = yaml.safe_load((root / "params.yaml").read_text())
-    raw["deploy"] = {"training": {"nnodes": nnodes, "nproc_per_node": 1, "max_restarts": 1, "join_timeout_s": 60}}
+    # One thread per process (the Job's --threads comes from the sizing), one worker restart, a short rendezvous wait.
+    raw["deploy"] = {"training": {"nnodes": nnodes, "nproc_per_node": 1, "max_threads_per_process": 1,
+                                  "max_restarts": 1, "join_timeout_s": 60}}  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return root
 
 
+def _job_command(root: Path, port: int, tag: str) -> list[str]:
+    """The training Job's container command for this project, with loopback for pod 0's DNS name and the pod IP."""
+    job = build_manifests(load_params(root / "params.yaml"))["training/job.yaml"]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    args = list(container["args"])
+    args[args.index("--rdzv-endpoint") + 1] = f"127.0.0.1:{port}"
+    args[args.index("--local-addr") + 1] = "127.0.0.1"
+    args[args.index("--rdzv-id") + 1] = f"kit-test-{tag}"
+    assert container["command"] == ["torchrun"]
+    return [sys.executable, "-m", "torch.distributed.run", *args]
+
+
 def _start_nodes(root: Path, tag: str) -> list[tuple[subprocess.Popen, Path]]:
     """Two torchrun agents, as the Job's two pods run them."""
-    args = torchrun_args(load_params(root / "params.yaml"), f"127.0.0.1:{_free_port()}", f"kit-test-{tag}")
+    cmd = _job_command(root, _free_port(), tag)
     nodes = []
     for i in range(2):
         log = root / f"{tag}-node{i}.log"
-        cmd = [sys.executable, "-m", "torch.distributed.run", *args, "-m", "kit.finetune"]
         with open(log, "w") as fh:
             p = subprocess.Popen(cmd, cwd=root, env=ENV, stdout=fh, stderr=subprocess.STDOUT)
         nodes.append((p, log))

@@ -150,7 +150,8 @@ def _container(params: Params, sz: TrainSizing, service: str) -> Any:
         image=tr.image,
         image_pull_policy="Always",
         command=["torchrun"],
-        args=[*launch, "-m", "kit.finetune", "--params", "params.yaml", "--threads", threads],
+        # `kit finetune` (the same function as `python -m kit.finetune`), run by torchrun as a plain program.
+        args=[*launch, "--no-python", "kit", "finetune", "--params", "params.yaml", "--threads", threads],
         working_dir=tr.workspace_mount,
         ports=[k8s.V1ContainerPort(name="rdzv", container_port=tr.rdzv_port, protocol="TCP")],
         env=[*container_env(k8s), pod_ip, k8s.V1EnvVar(name="TQDM_DISABLE", value="1")],
@@ -168,7 +169,7 @@ def _job(params: Params, sz: TrainSizing, service: str) -> Any:
     labels = object_labels(params, COMPONENT)
     # Same annotation form as kit.deploy.pod.checkov_skips, whose digest reason is the serving image's.
     skips = {} if "@sha256:" in tr.image else {
-        "checkov.io/skip1": "CKV_K8S_43=deploy.training.image is a tag until the image is pushed; pin it as image@sha256:..."
+        "checkov.io/skip1": "CKV_K8S_43=deploy.training.image is a tag; pin it by digest (image@sha256:...) once pushed"
     }  # fmt: skip
     return k8s.V1Job(
         api_version="batch/v1",
