@@ -60,9 +60,8 @@ def _no_dropout_model(root: Path) -> Path:
 def _project(root: Path, model_dir: Path, nnodes: int = 2) -> Path:
     make_project(root, model={"source": "local", "name": str(model_dir)}, train=TRAIN)
     raw = yaml.safe_load((root / "params.yaml").read_text())
-    # One thread per process (the Job's --threads comes from the sizing), one worker restart, a short rendezvous wait.
-    raw["deploy"] = {"training": {"nnodes": nnodes, "nproc_per_node": 1, "max_threads_per_process": 1,
-                                  "max_restarts": 1, "join_timeout_s": 60}}  # fmt: skip
+    # One thread per process (the Job's --threads comes from the sizing); otherwise the Job's defaults.
+    raw["deploy"] = {"training": {"nnodes": nnodes, "nproc_per_node": 1, "max_threads_per_process": 1}}
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return root
 

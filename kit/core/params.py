@@ -386,13 +386,20 @@ class DeployTrainingParams(_Section):
         87, ge=1, description="fp32 weights MiB when models/finetune holds no model.safetensors (all-MiniLM-L6-v2: 87)."
     )
     max_restarts: int = Field(
-        3, ge=0, le=100, description="torchrun --max-restarts: worker-group restarts after a peer failed."
+        0,
+        ge=0,
+        le=100,
+        description="torchrun --max-restarts: in-place worker restarts after a peer failed. 0: the agent exits and "
+        "the Job replaces the pod (with torch 2.13 an in-place re-rendezvous after a SIGKILLed peer timed out here).",
     )
     join_timeout_s: int = Field(
         900, ge=30, description="How long agents wait at the rendezvous for a replaced pod to be scheduled."
     )
     backoff_limit: int = Field(
-        4, ge=0, description="Pod failures the Job tolerates (evictions and preemptions are not counted)."
+        4,
+        ge=0,
+        description="Pod failures the Job tolerates; evictions and preemptions are not counted, but the peers "
+        "they leave exit with an error (about one count per preemption).",
     )
     deadline_factor: float = Field(
         3.0, ge=1, description="activeDeadlineSeconds = predicted training time x this (room for restarts)."

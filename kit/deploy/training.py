@@ -114,9 +114,9 @@ def torchrun_args(params: Params, endpoint: str, rdzv_id: str) -> list[str]:
 
     torchrun's docs recommend c10d for multi-node jobs (no etcd); every agent passes the same endpoint and the one
     whose hostname or IP matches it hosts the store. --node-rank is left out: torchrun uses it only for static
-    rendezvous (c10d assigns ranks), and warns when it is given. --max-restarts lets a surviving agent restart its
-    workers and wait at the rendezvous (join_timeout) for a replaced pod; the workers then resume the newest
-    complete checkpoint (kit.finetune.checkpoint).
+    rendezvous (c10d assigns ranks), and warns when it is given. With --max-restarts 0 (the default) an agent that
+    lost a peer exits and the Job replaces its pod; every new start resumes the newest complete checkpoint
+    (kit.finetune.checkpoint). Above 0 a survivor restarts its workers and waits (join_timeout) for the replacement.
     """
     tr = params.deploy.training
     return [
