@@ -21,6 +21,7 @@ __all__ = [
     "OptimizeParams",
     "ServeParams",
     "PredictionLogParams",
+    "DeployTrainingParams",
     "DeployParams",
     "MonitorParams",
     "CostTrafficParams",
@@ -171,7 +172,9 @@ class FinetuneParams(_Section):
     deterministic: bool = Field(
         True, description="torch deterministic algorithms + full seeding, for bitwise-identical reruns."
     )
-    threads: int = Field(2, ge=1, description="torch intra-op threads (divided among torchrun processes).")
+    threads: int = Field(
+        2, ge=1, description="torch intra-op threads per machine (divided among its torchrun processes)."
+    )
     min_macro_f1: float = Field(
         0.0, ge=0, le=1, description="Quality gate: the stage fails when test macro-F1 is lower."
     )
@@ -423,6 +426,69 @@ class ServeParams(_Section):
 
 
 # ------------------------------------------------------------------------------------------- deploy
+class DeployTrainingParams(_Section):
+    """Distributed fine-tuning on Kubernetes (kit/deploy/training.py): an Indexed Job of torchrun agents, a headless
+    Service for the c10d rendezvous, checkpoints on a ReadWriteMany claim, requests sized from reports/train.json."""
+
+    nnodes: int = Field(2, ge=1, le=64, description="Pods (torchrun agents) of the Job: completions = parallelism.")
+    nproc_per_node: int = Field(1, ge=1, le=64, description="Training processes torchrun starts in each pod.")
+    image: str = Field(
+        "ghcr.io/example/kit-train:0.1.0",
+        description="Image with the kit and its training stack (torch, transformers); the serving image has no torch.",
+    )
+    workspace_pvc: str = Field(
+        "kit-train-workspace",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="ReadWriteMany claim holding the project (params.yaml, dvc.yaml, data/) where every pod runs; "
+        "checkpoints, model and reports land there, so a replaced pod resumes from the newest checkpoint.",
+    )
+    workspace_storage: str = Field("5Gi", pattern=r"^\d+(Mi|Gi|Ti)$", description="Size of that claim.")
+    workspace_mount: str = Field("/workspace", pattern=r"^/", description="Where the claim is mounted (working dir).")
+    rdzv_port: int = Field(29400, ge=1024, le=65535, description="Port of the c10d rendezvous store on pod 0.")
+    target_minutes: float = Field(
+        30.0, gt=0, description="Wall-clock time the CPU request is sized for (from the measured samples/s)."
+    )
+    scaling_efficiency: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="Share of the measured per-core throughput kept when spread over pods and threads (all-reduce "
+        "over the pod network, sub-linear intra-op threading).",
+    )
+    max_threads_per_process: int = Field(8, ge=1, description="Ceiling of the intra-op threads (cores) per process.")
+    process_memory_mib: int = Field(
+        768,
+        ge=256,
+        description="Memory of one training process besides 4x the weights (runtime, tokenizer, data, activations); "
+        "all-MiniLM-L6-v2 at batch 32, max length 64 peaked at 1024 MiB RSS, 677 MiB of it besides 4 x 87 MiB.",
+    )
+    default_weights_mib: int = Field(
+        87, ge=1, description="fp32 weights MiB when models/finetune holds no model.safetensors (all-MiniLM-L6-v2: 87)."
+    )
+    max_restarts: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="torchrun --max-restarts: in-place worker restarts after a peer failed. 0: the agent exits and "
+        "the Job replaces the pod (with torch 2.13 an in-place re-rendezvous after a SIGKILLed peer timed out here).",
+    )
+    join_timeout_s: int = Field(
+        900, ge=30, description="How long agents wait at the rendezvous for a replaced pod to be scheduled."
+    )
+    backoff_limit: int = Field(
+        4,
+        ge=0,
+        description="Pod failures the Job tolerates; evictions and preemptions are not counted, but the peers "
+        "they leave exit with an error (about one count per preemption).",
+    )
+    deadline_factor: float = Field(
+        3.0, ge=1, description="activeDeadlineSeconds = predicted training time x this (room for restarts)."
+    )
+    termination_grace_s: int = Field(
+        60, ge=35, le=600, description="Grace after SIGTERM: torchrun gives workers 30 s to checkpoint and stop."
+    )
+
+
 class DeployParams(_Section):
     """Load test of the server, container image and Kubernetes manifests (stage `deploy`, `kit deploy ...`)."""
 
@@ -566,6 +632,9 @@ class DeployParams(_Section):
     batch_storage: str = Field("1Gi", pattern=r"^\d+(Mi|Gi|Ti)$", description="Size of that claim.")
     batch_input: str = Field("/data/input.parquet", description="Parquet file (in the claim) the Job scores.")
     batch_output: str = Field("/data/scores", description="Directory (in the claim) each shard writes its part to.")
+    training: DeployTrainingParams = Field(
+        default_factory=DeployTrainingParams, description="Distributed fine-tuning Job (torchrun, c10d rendezvous)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DeployParams:
