@@ -55,10 +55,21 @@ VARIANTS: tuple[str, ...] = tuple(f"{base}_{kind}" for base in ("onnx", "student
 class DataParams(_Section):
     """Ingest, validate, clean and split (stage `data`)."""
 
-    source: Literal["embedded", "csv", "parquet", "hf"] = Field(
-        "embedded", description="Where rows come from: the embedded tweet corpus, a CSV/Parquet file, or a HF dataset."
+    source: Literal["embedded", "csv", "parquet", "parquet_dataset", "delta", "hf"] = Field(
+        "embedded",
+        description="Where rows come from: the embedded tweet corpus, a CSV/Parquet file, a Parquet dataset directory "
+        "(hive partitions allowed), a Delta Lake table, or a HF dataset.",
     )
-    path: str | None = Field(None, description="File for source csv/parquet (relative to the project root).")
+    path: str | None = Field(
+        None,
+        description="File or directory for source csv/parquet/parquet_dataset/delta (relative to the project root).",
+    )
+    delta_version: int | None = Field(
+        None,
+        ge=0,
+        description="Version of the source Delta table to read (time travel; None: the latest, resolved once and "
+        "recorded in reports/data.json so the run can be repeated).",
+    )
     hf_name: str | None = Field(None, description="`datasets` name for source hf (needs network).")
     hf_config: str | None = Field(None, description="`datasets` config name for source hf.")
     hf_split: str = Field("train", description="Split to read for source hf.")
@@ -81,11 +92,30 @@ class DataParams(_Section):
     min_chars: int = Field(1, ge=1, description="Texts shorter than this after whitespace normalisation are dropped.")
     chunk_rows: int = Field(100_000, ge=1000, description="Rows per chunk when reading and writing (bounds memory).")
     out_dir: str = Field("data", description="Where the Parquet splits and labels.json go.")
+    format: Literal["parquet", "parquet_dataset", "delta"] = Field(
+        "parquet",
+        description="Extra copy of the splits for downstream consumers, beside out_dir/{split}.parquet (which later "
+        "stages read): parquet = none; parquet_dataset = a directory partitioned by split=...; delta = a Delta Lake "
+        "table partitioned by split, one new version per run (recorded in reports/data.json).",
+    )
+    table_dir: str = Field("splits", description="Directory under out_dir of the format parquet_dataset/delta copy.")
+    engine: Literal["pandas", "spark"] = Field(
+        "pandas",
+        description="pandas: stream chunks through one process. spark: clean, deduplicate and hash-split on Spark "
+        "(same rows in the same splits as pandas; needs split_method hash and Java 17+).",
+    )
+    spark_master: str = Field("local[*]", description="Spark master URL for engine spark (e.g. local[2], spark://...).")
 
     @model_validator(mode="after")
     def _check(self) -> DataParams:
-        if self.source in ("csv", "parquet") and not self.path:
+        if self.source in ("csv", "parquet", "parquet_dataset", "delta") and not self.path:
             raise FieldCheckError("path", f"required when data.source is {self.source}")
+        if self.delta_version is not None and self.source != "delta":
+            raise FieldCheckError("delta_version", f"only applies to source delta, not {self.source}")
+        if self.engine == "spark" and (self.split_method != "hash" or self.max_per_class or self.sample_size):
+            raise FieldCheckError(
+                "engine", "spark needs split_method hash and no max_per_class/sample_size (those sample in memory)"
+            )
         if self.source == "hf" and not self.hf_name:
             raise FieldCheckError("hf_name", "required when data.source is hf")
         if self.val_fraction + self.test_fraction >= 0.9:

@@ -18,6 +18,7 @@ __all__ = [
     "StageReport",
     "LengthStats",
     "DataReport",
+    "DataStorage",
     "ClassScores",
     "ModelScores",
     "BaselineScores",
@@ -107,6 +108,16 @@ class LengthStats(BaseModel):
     max: int
 
 
+class DataStorage(BaseModel):
+    """How the data stage read and wrote beyond the defaults: engine, source table version, extra split copy."""
+
+    engine: str = "pandas"
+    source_version: int | None = None  # the Delta table version read (pinned or the latest at run time)
+    table_format: str | None = None  # parquet_dataset or delta: the extra copy of the splits
+    table_path: str | None = None
+    table_version: int | None = None  # the Delta version this run wrote
+
+
 class DataReport(StageReport):
     """reports/data.json: what the data stage read, dropped and wrote; splits are train, validation, test.
 
@@ -124,6 +135,8 @@ class DataReport(StageReport):
     text_chars: dict[str, LengthStats]
     text_words_mean: dict[str, float]
     outputs: dict[str, str] = {}
+    # Only written when set (engine spark, a Delta/dataset source or copy), so default reports stay as they were.
+    storage: DataStorage | None = Field(None, exclude_if=lambda v: v is None)
     length_histogram: dict[str, list[int]] = Field(default_factory=dict, exclude=True)
 
 
