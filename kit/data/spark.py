@@ -12,13 +12,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kit.core.errors import DataError
 from kit.core.params import DataParams
 from kit.data.clean import DropCounts, _hash, clean_chunk
-from kit.data.read import read_chunks
+from kit.data.read import TEXT_DTYPE, read_chunks
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -53,13 +52,13 @@ def spark_session(master: str) -> SparkSession:
 
 @functools.cache
 def whitespace_classes() -> tuple[str, str]:
-    """Java regex classes of the characters that the pandas engine's Arrow kernels treat as space: those `\\s` matches
-    (RE2, in str.replace) and those utf8_trim_whitespace strips (str.strip). Derived from pyarrow itself over every
-    code point, so Java's own, different definitions of `\\s` and trim() never decide what is cleaned."""
+    """Java regex classes of the characters the pandas engine treats as space: those its `\\s` matches (in
+    str.replace) and those str.strip removes. Derived by running clean_chunk's own calls on every code point, so
+    Java's different `\\s` and trim() never decide what is cleaned (pandas' `\\s` is Unicode-aware, Java's is not)."""
     cps = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
-    chars = pa.array([chr(c) for c in cps], pa.string())
-    matched = pc.equal(pc.utf8_length(pc.replace_substring_regex(chars, r"\s", "")), 0).to_pylist()
-    trimmed = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(chars)), 0).to_pylist()
+    chars = pd.Series([chr(c) for c in cps], dtype=TEXT_DTYPE)
+    matched = (chars.str.replace(r"\s", "", regex=True).str.len() == 0).tolist()
+    trimmed = (chars.str.strip().str.len() == 0).tolist()
 
     def char_class(mask: list[bool]) -> str:
         return "[" + "".join(f"\\x{{{c:x}}}" for c, m in zip(cps, mask, strict=True) if m) + "]"
