@@ -124,11 +124,11 @@ def _bucket(key: str) -> Column:
     Spark has no SipHash (its hash/xxhash64 are Murmur3/xxHash64), and changing the pandas hash would move rows."""
     from pyspark.sql.functions import col, pandas_udf
 
-    @pandas_udf("long")  # type: ignore[call-overload, misc]
+    @pandas_udf("long")  # type: ignore[call-overload]
     def bucket(text: pd.Series) -> pd.Series:
         return pd.Series((_hash(text, key) % _BUCKETS).astype("int64"))
 
-    return bucket(col("text"))  # type: ignore[no-any-return]
+    return bucket(col("text"))
 
 
 def spark_split(
