@@ -161,7 +161,7 @@ def spark_split(
     _validate(df, p)
     labels = p.labels or sorted(r["label"] for r in df.select("label").distinct().collect())
     kept = df.where(F.length("text") >= p.min_chars)
-    ranked = kept.withColumn("_n", F.row_number().over(Window.partitionBy("text").orderBy("_row")))
+    ranked = kept.withColumn("_n", F.row_number().over(Window.partitionBy("text").orderBy("_row"))).cache()
     counts = ranked.agg(F.count("*").alias("kept"), F.sum(F.when(F.col("_n") > 1, 1).otherwise(0)).alias("dups"))
     kept_n, dups = counts.first()  # type: ignore[misc]
     stats.too_short, stats.duplicates = stats.rows_read - int(kept_n), int(dups or 0)
@@ -169,12 +169,13 @@ def spark_split(
     split = (
         F.when(u < p.test_fraction, "test").when(u < p.test_fraction + p.val_fraction, "validation").otherwise("train")
     )
-    out = ranked.where(F.col("_n") == 1).select("_row", "text", "label", split.alias("split"))
+    unique = ranked.where(F.col("_n") == 1).select("_row", "text", "label")
     # Range partitions by input row, sorted inside by (split, row) as the partitioned writer wants: each task's file
-    # per split is in input order, and file names (task order) put the files in input order too.
-    out.repartitionByRange(spark.sparkContext.defaultParallelism, "_row").sortWithinPartitions(
-        "split", "_row"
-    ).write.partitionBy("split").parquet(str(workdir / "splits"))
+    # per split is in input order, and file names (task order) put the files in input order too. The split (a Python
+    # UDF) is added after the repartition, so the range sampling job does not run it as well.
+    ranges = unique.repartitionByRange(spark.sparkContext.defaultParallelism, "_row").withColumn("split", split)
+    ranges.sortWithinPartitions("split", "_row").write.partitionBy("split").parquet(str(workdir / "splits"))
+    ranked.unpersist()
     df.unpersist()
     return labels, {
         s: sorted((workdir / "splits" / f"split={s}").glob("*.parquet")) for s in ("train", "validation", "test")
