@@ -45,8 +45,15 @@ COPY params.yaml ./params.yaml
 # The model is baked in; to mount one instead, mount a volume at /models/serving (same layout) over this.
 COPY models/serving /models/serving
 USER 10001:10001
+# 8000: the API (POST /predict, behind API keys when --api-key-file is given).
 EXPOSE 8000
-# slim has no curl: probe /healthz with the interpreter that is already there.
+# 9000: the admin port (serve.admin_port in the baked params.yaml): /metrics, /healthz, /readyz, never behind a key,
+# so the network policy can open it to monitoring and the kubelet only. The API port serves no /metrics.
+EXPOSE 9000
+# The liveness check the Kubernetes probes make (kit/deploy/pod.py probes the admin port): on its own port it still
+# answers when the API port is saturated (limit_concurrency, backlog), so load alone never marks the server unhealthy.
+# A container run with --admin-port 0 (one port) needs this check overridden to probe 8000. slim has no curl: Python
+# makes the request.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status != 200)"]
+    CMD ["python", "-c", "import sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:9000/healthz', timeout=2).status != 200)"]
 CMD ["python", "-m", "kit.serve", "/models/serving", "--host", "0.0.0.0", "--port", "8000"]

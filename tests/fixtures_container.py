@@ -186,6 +186,7 @@ class BuiltImage:
     wheels_s: float | None
     build_s: float
     serving_dir: Path
+    id: str = ""  # what the containers run: the tag may be moved meanwhile by another build on this machine
 
 
 def build_image(serving_dir: Path, tag: str = IMAGE_TAG) -> BuiltImage:
@@ -208,24 +209,39 @@ def build_image(serving_dir: Path, tag: str = IMAGE_TAG) -> BuiltImage:
         (ctx / "Dockerfile").write_text(swap_base((ROOT / "Dockerfile").read_text()))
         podman("build", "--format", "docker", "--network", "none", "--volume", f"{wheels}:/wheels:ro",
                "--build-arg", "PIP_NO_INDEX=1", "--build-arg", "PIP_FIND_LINKS=/wheels",
-               "--tag", tag, str(ctx), timeout=900)  # fmt: skip
+               "--iidfile", str(ctx / "iid"), "--tag", tag, str(ctx), timeout=900)  # fmt: skip
+        iid = (ctx / "iid").read_text().strip()
     build_s = time.perf_counter() - t0
-    size = int(podman("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip())
-    return BuiltImage(tag, round(size / 1e6, 1), base_s, wheels_s, build_s, serving_dir)
+    size = int(podman("image", "inspect", "--format", "{{.Size}}", iid).stdout.strip())
+    return BuiltImage(tag, round(size / 1e6, 1), base_s, wheels_s, build_s, serving_dir, iid)
 
 
 class Container:
-    """The image run as the manifests run it: read-only root fs, no capabilities, UID 10001, a CPU limit, and its
-    port published on loopback. Use as a context manager (the container is removed on exit)."""
+    """The image run as the manifests run it: read-only root fs, no capabilities, UID 10001, a CPU limit, the API
+    port and the admin port published on loopback. Use as a context manager (the container is removed on exit).
 
-    def __init__(self, image: str, *, cpus: str = "1", cpuset: str | None = None, extra: tuple[str, ...] = ()):
+    Args:
+        image: image tag or ID.
+        extra: more `podman run` options (volumes, ...).
+        command: replaces the image's CMD (the manifests' `kit serve ...` arguments, say).
+        admin_port: the admin port inside the container (serve.admin_port), published beside 8000; None: none.
+    """
+
+    def __init__(self, image: str, *, cpus: str = "1", cpuset: str | None = None, extra: tuple[str, ...] = (),
+                 command: tuple[str, ...] = (), admin_port: int | None = 9000):  # fmt: skip
         self.name = f"kit-serve-{uuid.uuid4().hex[:10]}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        publish = ["--publish", f"127.0.0.1:{self.port}:8000"]
+        self.admin_url = self.url
+        if admin_port is not None:
+            host_admin = free_port()
+            self.admin_url = f"http://127.0.0.1:{host_admin}"
+            publish += ["--publish", f"127.0.0.1:{host_admin}:{admin_port}"]
         limits = ["--cpus", cpus] + (["--cpuset-cpus", cpuset] if cpuset else [])
         self.started = time.perf_counter()
         podman("run", "--detach", "--name", self.name, "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL",
-               "--user", "10001", *limits, "--publish", f"127.0.0.1:{self.port}:8000", *extra, image)  # fmt: skip
+               "--user", "10001", *limits, *publish, *extra, image, *command)  # fmt: skip
 
     def __enter__(self) -> Container:
         return self
@@ -276,3 +292,11 @@ class Container:
         """`podman stop` (SIGTERM, SIGKILL after timeout_s); returns the exit code."""
         podman("stop", "--time", str(timeout_s), self.name, timeout=timeout_s + 60)
         return int(self.state()["ExitCode"])
+
+    def kill(self, signal: str = "TERM") -> None:
+        """Send `signal` to the server (PID 1) and nothing after it, unlike `podman stop`'s SIGKILL."""
+        podman("kill", "--signal", signal, self.name)
+
+    def wait(self, timeout_s: float = 120) -> int:
+        """Block until the container exits (`podman wait`); returns its exit code."""
+        return int(podman("wait", self.name, timeout=timeout_s).stdout.strip())

@@ -150,7 +150,15 @@ def _broken_http(host: str, port: int) -> None:
             assert not reply.startswith(b"HTTP/1.1 5"), reply
 
 
-def run_hostile(url: str, params: ServeParams, check: Check, seed: int = 0) -> HostileRun:
+def run_hostile(
+    url: str,
+    params: ServeParams,
+    check: Check,
+    seed: int = 0,
+    *,
+    headers: dict[str, str] | None = None,
+    admin_url: str | None = None,
+) -> HostileRun:
     """Send the hostile set to a ready server at `url`, then a concurrent good/bad mix and broken HTTP; the server
     must refuse every bad request with a 4xx and a JSON error, answer every valid one (checked by `check`), and end
     up alive and ready with no 5xx but /readyz's while loading.
@@ -160,18 +168,20 @@ def run_hostile(url: str, params: ServeParams, check: Check, seed: int = 0) -> H
         params: the serve params the server runs with (its request limits).
         check: verifies the predictions of each valid request.
         seed: random seed of the mutations and the valid texts.
+        headers: sent with every request (an API key when the server has auth on).
+        admin_url: where /metrics is (the admin port); default `url`.
     """
     rng = random.Random(seed)
     p = params
     hostile = hostile_requests(rng, p.max_texts_per_request, p.max_chars_per_text, p.max_body_bytes)
     rng.shuffle(hostile)
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
         n_valid = _sequential(client, hostile, rng, p, check)
     assert len(hostile) >= 300 and n_valid >= 30
 
     # Concurrent mix: bad requests in flight beside good ones (they share batches' timing, never their fate).
     async def mixed():
-        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as c:
             good = [[f"good {k}", rng.choice(SAMPLE_TEXTS)] for k in range(40)]
             bad = [b[4] for b in hostile[:40]]
             tasks = [c.post("/predict", json={"texts": t}) for t in good]
@@ -189,7 +199,9 @@ def run_hostile(url: str, params: ServeParams, check: Check, seed: int = 0) -> H
     _broken_http(parsed.host, parsed.port or 80)
     assert httpx.get(url + "/healthz").json() == {"status": "alive"}
     assert httpx.get(url + "/readyz").status_code == 200
-    final = parse_metrics(httpx.get(url + "/metrics").text)
+    metrics = httpx.get((admin_url or url) + "/metrics")
+    assert metrics.status_code == 200, metrics.text
+    final = parse_metrics(metrics.text)
     fives = [k for k in final if k[0] == "kit_serve_requests_total" and dict(k[1])["status"][0] == "5"]
     assert all(dict(k[1])["route"] == "/readyz" for k in fives), fives  # 503 while loading is by design
     return HostileRun(len(hostile), n_valid)

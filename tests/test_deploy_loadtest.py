@@ -81,19 +81,90 @@ def _row(c, rps, p99, errors=0, cpu=1.0, rss=200.0):
 def test_summarize_ratios_and_sustainable_level():
     levels = [_row(1, 40, 20), _row(8, 100, 60, rss=250), _row(32, 120, 180, cpu=1.9)]
     nobatch = [_row(8, 50, 150), _row(32, 52, 600)]
-    bare = [{"throughput_rps": 110.0}, {"throughput_rps": 130.0}]
-    s = summarize(levels, nobatch, bare, ratio_concurrency=None, p99_target_ms=100)
+    s = summarize(levels, nobatch, 120.0, ratio_concurrency=None, p99_target_ms=100)
     assert s["sustainable_concurrency"] == 8 and s["ratio_concurrency"] == 8
+    assert s["ratio_concurrency_rule"] == "highest level with p99 <= 100 ms"
     assert s["bare_throughput_rps"] == 120.0 and s["server_over_bare"] == pytest.approx(100 / 120, abs=1e-3)
     assert s["batching_over_nobatch"] == 2.0
-    assert s["targets"] == {
-        "server_over_bare_ge_0.85": False, "p99_le_target_at_ratio": True, "batching_beats_nobatch": True
-    }  # fmt: skip
+    assert [(g["concurrency"], g["ratio"]) for g in s["batching_gain"]] == [(8, 2.0), (32, round(120 / 52, 3))]
     assert s["resources"]["rss_peak_mib"] == 250 and s["resources"]["cpu_peak_cores"] == 1.9
-    fixed = summarize(levels, nobatch, bare, ratio_concurrency=32, p99_target_ms=100)
-    assert fixed["ratio_concurrency"] == 32 and fixed["targets"]["p99_le_target_at_ratio"] is False
-    none_meet = summarize([_row(4, 10, 500)], [], bare, None, 100)
+    fixed = summarize(levels, nobatch, 120.0, ratio_concurrency=32, p99_target_ms=100)
+    assert fixed["ratio_concurrency"] == 32 and fixed["ratio_concurrency_rule"] == "deploy.ratio_concurrency"
+    none_meet = summarize([_row(4, 10, 500)], [], 120.0, None, 100)
     assert none_meet["sustainable_concurrency"] is None and none_meet["ratio_concurrency"] == 4
+    assert none_meet["ratio_concurrency_rule"].startswith("no level met")
+
+
+def test_goals_are_judged_where_the_plan_says():
+    from kit.deploy.goals import judge_goals
+
+    levels = [_row(4, 100, 30), _row(8, 150, 50), _row(16, 190, 90), _row(24, 195, 140)]
+    nobatch = [_row(4, 110, 30), _row(8, 120, 70), _row(16, 130, 120), _row(24, 131, 200)]
+    s = summarize(levels, nobatch, 200.0, None, 100)
+    goals = {g["name"]: g for g in judge_goals(s, DeployParams())}
+    assert s["ratio_concurrency"] == 16 and goals["server_over_bare"]["value"] == 0.95
+    assert goals["server_over_bare"]["met"] and "16 clients" in goals["server_over_bare"]["where"]
+    assert goals["p99_ms_at_ratio"]["value"] == 90 and goals["p99_ms_at_ratio"]["met"]
+    assert goals["batching_over_nobatch_at_16"]["value"] == round(190 / 130, 3)
+    assert goals["batching_over_nobatch_at_16"]["met"]  # 1.46 >= 1.3
+    low = goals["batching_over_nobatch_min_from_4"]
+    assert low["value"] == round(100 / 110, 3) and not low["met"] and "4 clients" in low["where"]
+    # A goal whose level was not measured is not met, and says so.
+    unmeasured = {g["name"]: g for g in judge_goals(s, DeployParams(goal_gain_concurrency=12))}
+    assert unmeasured["batching_over_nobatch_at_12"]["value"] is None
+    assert not unmeasured["batching_over_nobatch_at_12"]["met"]
+    assert "not measured" in unmeasured["batching_over_nobatch_at_12"]["where"]
+
+
+def test_saturation_needs_a_flat_rate_and_a_rising_p99():
+    from kit.deploy.goals import saturated
+
+    assert not saturated([_row(8, 100, 50)], 0.03)
+    assert saturated([_row(8, 100, 50), _row(16, 102, 90)], 0.03)
+    assert not saturated([_row(8, 100, 50), _row(16, 110, 90)], 0.03)  # still climbing
+    assert not saturated([_row(8, 100, 90), _row(16, 101, 80)], 0.03)  # p99 fell: noise, keep going
+
+
+def test_the_plan_stops_a_saturated_sweep_and_alternates_the_servers(monkeypatch):
+    from types import SimpleNamespace
+
+    import kit.deploy.loadtest as lt
+
+    # Batching keeps climbing; max batch 1 is flat from 16 clients on with p99 rising.
+    rates = {"batching": {4: 100, 8: 150, 16: 190, 24: 230, 32: 260}, "nobatch": {4: 90, 8: 100, 16: 110, 24: 111}}
+    calls: list[tuple[str, int]] = []
+
+    def fake_level(url, texts, c, *args):
+        kind = url
+        calls.append((kind, c))
+        return _row(c, rates[kind].get(c, 111), 10 * c)
+
+    monkeypatch.setattr(lt, "load_level", fake_level)
+    monkeypatch.setattr(lt, "bare_benchmark", lambda *a, bucketing, **k: {"batch_size": a[2], "bucketing": bucketing,
+                                                                            "throughput_rps": 100.0})  # fmt: skip
+    servers = {k: SimpleNamespace(url=k, pid=None) for k in ("batching", "nobatch")}
+    d = DeployParams(concurrency_levels=[4, 8, 16, 24, 32], bare_batch_sizes=[1, 4, 8])
+    runs, sweep = lt._run_plan(servers, None, TEXTS, {"max_batch_size": 4, "threads": 1}, d, progress=False)
+    assert [r["concurrency"] for r in runs["batching"]] == [4, 8, 16, 24, 32]
+    assert [r["concurrency"] for r in runs["nobatch"]] == [4, 8, 16, 24]  # 24 added < 3% at a higher p99
+    assert sweep["stopped_at"] == {"batching": None, "nobatch": 24} and sweep["skipped"]["nobatch"] == [32]
+    assert calls[:4] == [("batching", 4), ("nobatch", 4), ("nobatch", 8), ("batching", 8)]  # ABBA
+    # The bare grid before and after: batch 1 once, larger sizes (up to the server's limit) with and without buckets.
+    assert [(r["batch_size"], r["bucketing"]) for r in runs["bare"]] == [(1, False), (4, False), (4, True)] * 2
+
+
+def test_bare_section_takes_the_best_configuration_as_the_ceiling():
+    from kit.deploy.bare import bare_section
+
+    runs = [{"batch_size": b, "bucketing": k, "throughput_rps": r}
+            for b, k, r in ((1, False, 100), (8, False, 90), (8, True, 130), (1, False, 110), (8, False, 94),
+                            (8, True, 126))]  # fmt: skip
+    s = bare_section(runs)
+    assert (s["batch_size"], s["bucketing"], s["throughput_rps"]) == (8, True, 128.0) and len(s["runs"]) == 2
+    assert s["unbatched"]["throughput_rps"] == 105.0 and s["batch_over_unbatched"] == round(128 / 105, 3)
+    assert [(g["batch_size"], g["bucketing"], g["throughput_rps"]) for g in s["grid"]] == [
+        (1, False, 105.0), (8, False, 92.0), (8, True, 128.0)
+    ]  # fmt: skip
 
 
 def test_texts_from_parquet(tmp_path):
@@ -118,7 +189,7 @@ def test_run_loadtest_end_to_end_on_a_tiny_model(tmp_path):
     serve = ServeParams(threads=1, max_batch_size=4, max_delay_ms=2.0, graceful_timeout_s=5).model_dump()
     deploy = DeployParams(
         concurrency_levels=[1, 4], ratio_concurrency=4, nobatch_levels=[4], duration_s=0.8, warmup_s=0.2,
-        bare_seconds=0.3, sample_interval_s=0.1, startup_timeout_s=90,
+        bare_seconds=0.1, bare_batch_sizes=[1, 4], sample_interval_s=0.1, startup_timeout_s=90,
     )  # fmt: skip
     rep = run_loadtest(model_dir, TEXTS * 5, serve, deploy, tmp_path / "work", progress=False)
     assert [r["concurrency"] for r in rep["levels"]] == [1, 4]
@@ -127,9 +198,15 @@ def test_run_loadtest_end_to_end_on_a_tiny_model(tmp_path):
     assert rep["cold_start"]["ready_s"] > 0 and rep["cold_start"]["first_request_ms"] > 0
     assert rep["shutdown"]["batching"]["exit_code"] == 0  # SIGTERM drains and exits cleanly
     assert rep["smoke_test"]["ok"]
-    assert len(rep["bare"]["runs"]) == 2 and rep["bare"]["batch_size"] == 4
+    # The ceiling is the best of the bare grid (batch 1, and 4 with and without buckets), each measured twice.
+    grid = rep["bare"]["grid"]
+    assert [(g["batch_size"], g["bucketing"]) for g in grid] == [(1, False), (4, False), (4, True)]
+    assert all(len(g["runs"]) == 2 for g in grid)
+    assert rep["bare"]["throughput_rps"] == max(g["throughput_rps"] for g in grid)
+    assert rep["bare_throughput_rps"] == rep["bare"]["throughput_rps"]
     # Each bare-model rate sits beside its batch size; the unbatched one is batch size 1.
     assert rep["bare"]["unbatched"]["batch_size"] == 1 and len(rep["bare"]["unbatched"]["runs"]) == 2
+    assert {g["name"] for g in rep["goals"]} == set(rep["targets"]) and len(rep["goals"]) == 4
     assert rep["bare"]["batch_over_unbatched"] == pytest.approx(
         rep["bare"]["throughput_rps"] / rep["bare"]["unbatched"]["throughput_rps"], abs=2e-3
     )
@@ -155,9 +232,22 @@ def test_run_loadtest_end_to_end_on_a_tiny_model(tmp_path):
 
 
 def test_bare_benchmark_counts_texts(tmp_path):
-    res = bare_benchmark(tiny_serving_dir(), TEXTS, batch_size=3, threads=1, seconds=0.2)
-    assert res["batch_size"] == 3 and res["batches"] >= 3 and res["throughput_rps"] > 0
-    assert res["batch_p50_ms"] <= res["batch_p99_ms"]
+    for bucketing in (False, True):
+        res = bare_benchmark(tiny_serving_dir(), TEXTS, batch_size=3, threads=1, seconds=0.2, bucketing=bucketing)
+        assert res["batch_size"] == 3 and res["bucketing"] is bucketing
+        assert res["batches"] >= 3 and res["throughput_rps"] > 0
+        assert res["batch_p50_ms"] <= res["batch_p99_ms"]
+
+
+def test_bucketed_bare_batches_hold_texts_of_similar_length():
+    from kit.deploy.bare import _batches
+    from kit.serve.model import OnnxTextClassifier, read_model_dir
+
+    model = OnnxTextClassifier(read_model_dir(tiny_serving_dir(), 64), 1)
+    texts = [("word " * n).strip() for n in (1, 30, 2, 29, 3, 28, 4, 27)]
+    spans = [max(map(len, b)) - min(map(len, b)) for b in _batches(model, texts, 4, bucketing=True)]
+    mixed = [max(map(len, b)) - min(map(len, b)) for b in _batches(model, texts, 4, bucketing=False)]
+    assert max(spans) < 20 < min(mixed)
 
 
 def test_deploy_params_reject_inconsistent_levels():

@@ -37,7 +37,7 @@ from tests.fixtures_deploy import (
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S_VERSION = "1.33.0"
-N_MANIFESTS = 15  # namespace, online 6, serverless 1, batch 3, monitoring 4
+N_MANIFESTS = 19  # namespace, online 6, serverless 1, batch 3, monitoring 4, training 4
 
 REPORT = serve_report(rss_peak_mib=300.0, cpu_peak_cores=0.9, ready_s=50.0, sustainable_concurrency=16)
 
@@ -84,6 +84,10 @@ def test_render_writes_every_manifest_set(rendered):
         "monitoring/reference-pvc.yaml": "PersistentVolumeClaim",
         "monitoring/networkpolicy.yaml": "NetworkPolicy",
         "monitoring/servicemonitor.yaml": "ServiceMonitor",
+        "training/service.yaml": "Service",
+        "training/pvc.yaml": "PersistentVolumeClaim",
+        "training/job.yaml": "Job",
+        "training/networkpolicy.yaml": "NetworkPolicy",
     }
     assert docs["namespace.yaml"]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert all(d["metadata"].get("namespace") == "kit" for rel, d in docs.items() if rel != "namespace.yaml")

@@ -23,8 +23,8 @@ from tests.fixtures_deploy import TEXTS, tiny_serving_dir, write_texts_parquet
 TINY = {
     "serve": {"max_batch_size": 4, "max_length": 32, "threads": 1, "max_delay_ms": 2.0, "graceful_timeout_s": 5},
     "deploy": {"concurrency_levels": [1, 4], "ratio_concurrency": 4, "nobatch_levels": [4], "duration_s": 0.6,
-               "warmup_s": 0.2, "bare_seconds": 0.2, "max_texts": 200, "sample_interval_s": 0.1,
-               "startup_timeout_s": 90},
+               "warmup_s": 0.2, "bare_seconds": 0.1, "bare_batch_sizes": [1, 4], "max_texts": 200,
+               "sample_interval_s": 0.1, "startup_timeout_s": 90, "sweep_full_up_to": 4, "goal_gain_concurrency": 4},
 }  # fmt: skip
 
 
@@ -56,7 +56,17 @@ def test_run_deploy_writes_a_report_that_reads_back_typed(ran):
     assert back == report and back.stage == "deploy"
     assert back.config.serve.batch_wait == "adaptive" and back.config.serve.max_batch_size == 4
     assert [r["concurrency"] for r in back.levels] == [1, 4] and back.ratio_concurrency == 4
-    assert back.bare.batch_size == 4 and back.bare.unbatched.batch_size == 1
+    # The ceiling is the best bare configuration measured: every one is in the grid beside it.
+    best = max(back.bare.grid, key=lambda g: g.throughput_rps or 0.0)
+    assert (back.bare.batch_size, back.bare.bucketing) == (best.batch_size, best.bucketing)
+    assert {(g.batch_size, g.bucketing) for g in back.bare.grid} == {(1, False), (4, False), (4, True)}
+    assert back.bare.unbatched.batch_size == 1 and back.bare_throughput_rps == best.throughput_rps
+    # The goals the report states, judged at the plan's level, and the stage's own time.
+    assert [g.name for g in back.goals] == [
+        "server_over_bare", "p99_ms_at_ratio", "batching_over_nobatch_at_4", "batching_over_nobatch_min_from_4"
+    ]  # fmt: skip
+    assert back.targets == {g.name: g.met for g in back.goals} and back.ratio_concurrency_rule
+    assert back.wall_s is not None and back.wall_s >= back.config.loadtest_s > 0
     assert back.throughput_per_pod_rps == back.levels[1]["throughput_rps"]
     assert back.shutdown["batching"].exit_code == 0
 

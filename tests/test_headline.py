@@ -9,7 +9,15 @@ import shutil
 import pytest
 
 from kit.core.errors import ReportError
-from kit.core.headline import HEADLINES, REPORT_FILES, headline_values, read_headlines, write_headline
+from kit.core.headline import (
+    HEADLINES,
+    REPORT_FILES,
+    headline_values,
+    read_headlines,
+    read_stage_times,
+    write_headline,
+    write_stage_time,
+)
 from tests.conftest import REPO
 
 
@@ -40,3 +48,10 @@ def test_a_report_without_a_headline_field_names_the_figure():
 
 def test_no_metrics_files_means_no_headlines(tmp_path):
     assert read_headlines(tmp_path) == []
+
+
+def test_stage_times_round_trip_in_pipeline_order(tmp_path):
+    assert read_stage_times(tmp_path) == {}
+    write_stage_time("cost", tmp_path, 17.96)
+    write_stage_time("data", tmp_path, 4.04)
+    assert list(read_stage_times(tmp_path).items()) == [("data", 4.0), ("cost", 18.0)]

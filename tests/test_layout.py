@@ -188,6 +188,7 @@ def test_layout_paths_are_what_dvc_yaml_declares():
         assert report in declared(stage, "outs") and declared(stage, "metrics") == {
             f"{LAYOUT.metrics_dir}/{stage}.json"
         }
+        assert f"{LAYOUT.timings_dir}/{stage}.json" in declared(stage, "outs")
     assert LAYOUT.finetune_dir in declared("finetune", "outs")
     assert {LAYOUT.onnx_dir, LAYOUT.serving_dir} <= declared("optimize", "outs")
     assert LAYOUT.finetune_dir in declared("optimize", "deps") and LAYOUT.serving_dir in declared("deploy", "deps")

@@ -15,7 +15,16 @@ from kit.core.errors import ReportError
 from kit.core.io import write_text
 from kit.core.layout import LAYOUT
 
-__all__ = ["HeadlineFigure", "HEADLINES", "REPORT_FILES", "headline_values", "read_headlines", "write_headline"]
+__all__ = [
+    "HeadlineFigure",
+    "HEADLINES",
+    "REPORT_FILES",
+    "headline_values",
+    "read_headlines",
+    "read_stage_times",
+    "write_headline",
+    "write_stage_time",
+]
 
 METRICS_DIR = LAYOUT.metrics_dir
 
@@ -144,3 +153,21 @@ def read_headlines(root: str | Path) -> list[HeadlineFigure]:
             if s.name in values
         ]
     return figures
+
+
+def write_stage_time(stage: str, root: str | Path, seconds: float) -> Path:
+    """Record the stage's wall time under `kit run` in reports/timings/<stage>.json (an output, not a metric: it
+    changes on every run and would crowd `dvc exp show`)."""
+    text = json.dumps({"seconds": round(seconds, 1), "stage": stage}, indent=2, sort_keys=True) + "\n"
+    return write_text(Path(root) / LAYOUT.timings_dir / f"{stage}.json", text)
+
+
+def read_stage_times(root: str | Path) -> dict[str, float]:
+    """Each stage's last wall time in pipeline order, for the stages that have one."""
+    root = Path(root)
+    out: dict[str, float] = {}
+    for stage in HEADLINES:
+        path = root / LAYOUT.timings_dir / f"{stage}.json"
+        if path.is_file():
+            out[stage] = float(json.loads(path.read_text())["seconds"])
+    return out

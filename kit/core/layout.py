@@ -24,6 +24,7 @@ class Layout:
     plots_dir: str = "reports/plots"
     notebooks_out: str = "reports/notebooks"
     metrics_dir: str = "reports/metrics"  # the headline figures per stage: what DVC declares as metrics
+    timings_dir: str = "reports/timings"  # each stage's wall time under `kit run`
     data_report: str = "reports/data.json"
     train_report: str = "reports/train.json"
     bench_report: str = "reports/bench.json"

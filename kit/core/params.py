@@ -21,6 +21,7 @@ __all__ = [
     "OptimizeParams",
     "ServeParams",
     "PredictionLogParams",
+    "DeployTrainingParams",
     "DeployParams",
     "MonitorParams",
     "CostTrafficParams",
@@ -54,10 +55,21 @@ VARIANTS: tuple[str, ...] = tuple(f"{base}_{kind}" for base in ("onnx", "student
 class DataParams(_Section):
     """Ingest, validate, clean and split (stage `data`)."""
 
-    source: Literal["embedded", "csv", "parquet", "hf"] = Field(
-        "embedded", description="Where rows come from: the embedded tweet corpus, a CSV/Parquet file, or a HF dataset."
+    source: Literal["embedded", "csv", "parquet", "parquet_dataset", "delta", "hf"] = Field(
+        "embedded",
+        description="Where rows come from: the embedded tweet corpus, a CSV/Parquet file, a Parquet dataset directory "
+        "(hive partitions allowed), a Delta Lake table, or a HF dataset.",
     )
-    path: str | None = Field(None, description="File for source csv/parquet (relative to the project root).")
+    path: str | None = Field(
+        None,
+        description="File or directory for source csv/parquet/parquet_dataset/delta (relative to the project root).",
+    )
+    delta_version: int | None = Field(
+        None,
+        ge=0,
+        description="Version of the source Delta table to read (time travel; None: the latest, resolved once and "
+        "recorded in reports/data.json so the run can be repeated).",
+    )
     hf_name: str | None = Field(None, description="`datasets` name for source hf (needs network).")
     hf_config: str | None = Field(None, description="`datasets` config name for source hf.")
     hf_split: str = Field("train", description="Split to read for source hf.")
@@ -80,11 +92,30 @@ class DataParams(_Section):
     min_chars: int = Field(1, ge=1, description="Texts shorter than this after whitespace normalisation are dropped.")
     chunk_rows: int = Field(100_000, ge=1000, description="Rows per chunk when reading and writing (bounds memory).")
     out_dir: str = Field("data", description="Where the Parquet splits and labels.json go.")
+    format: Literal["parquet", "parquet_dataset", "delta"] = Field(
+        "parquet",
+        description="Extra copy of the splits for downstream consumers, beside out_dir/{split}.parquet (which later "
+        "stages read): parquet = none; parquet_dataset = a directory partitioned by split=...; delta = a Delta Lake "
+        "table partitioned by split, one new version per run (recorded in reports/data.json).",
+    )
+    table_dir: str = Field("splits", description="Directory under out_dir of the format parquet_dataset/delta copy.")
+    engine: Literal["pandas", "spark"] = Field(
+        "pandas",
+        description="pandas: stream chunks through one process. spark: clean, deduplicate and hash-split on Spark "
+        "(same rows in the same splits as pandas; needs split_method hash and Java 17+).",
+    )
+    spark_master: str = Field("local[*]", description="Spark master URL for engine spark (e.g. local[2], spark://...).")
 
     @model_validator(mode="after")
     def _check(self) -> DataParams:
-        if self.source in ("csv", "parquet") and not self.path:
+        if self.source in ("csv", "parquet", "parquet_dataset", "delta") and not self.path:
             raise FieldCheckError("path", f"required when data.source is {self.source}")
+        if self.delta_version is not None and self.source != "delta":
+            raise FieldCheckError("delta_version", f"only applies to source delta, not {self.source}")
+        if self.engine == "spark" and (self.split_method != "hash" or self.max_per_class or self.sample_size):
+            raise FieldCheckError(
+                "engine", "spark needs split_method hash and no max_per_class/sample_size (those sample in memory)"
+            )
         if self.source == "hf" and not self.hf_name:
             raise FieldCheckError("hf_name", "required when data.source is hf")
         if self.val_fraction + self.test_fraction >= 0.9:
@@ -171,7 +202,9 @@ class FinetuneParams(_Section):
     deterministic: bool = Field(
         True, description="torch deterministic algorithms + full seeding, for bitwise-identical reruns."
     )
-    threads: int = Field(2, ge=1, description="torch intra-op threads (divided among torchrun processes).")
+    threads: int = Field(
+        2, ge=1, description="torch intra-op threads per machine (divided among its torchrun processes)."
+    )
     min_macro_f1: float = Field(
         0.0, ge=0, le=1, description="Quality gate: the stage fails when test macro-F1 is lower."
     )
@@ -432,6 +465,69 @@ class ServeParams(_Section):
 
 
 # ------------------------------------------------------------------------------------------- deploy
+class DeployTrainingParams(_Section):
+    """Distributed fine-tuning on Kubernetes (kit/deploy/training.py): an Indexed Job of torchrun agents, a headless
+    Service for the c10d rendezvous, checkpoints on a ReadWriteMany claim, requests sized from reports/train.json."""
+
+    nnodes: int = Field(2, ge=1, le=64, description="Pods (torchrun agents) of the Job: completions = parallelism.")
+    nproc_per_node: int = Field(1, ge=1, le=64, description="Training processes torchrun starts in each pod.")
+    image: str = Field(
+        "ghcr.io/example/kit-train:0.1.0",
+        description="Image with the kit and its training stack (torch, transformers); the serving image has no torch.",
+    )
+    workspace_pvc: str = Field(
+        "kit-train-workspace",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="ReadWriteMany claim holding the project (params.yaml, dvc.yaml, data/) where every pod runs; "
+        "checkpoints, model and reports land there, so a replaced pod resumes from the newest checkpoint.",
+    )
+    workspace_storage: str = Field("5Gi", pattern=r"^\d+(Mi|Gi|Ti)$", description="Size of that claim.")
+    workspace_mount: str = Field("/workspace", pattern=r"^/", description="Where the claim is mounted (working dir).")
+    rdzv_port: int = Field(29400, ge=1024, le=65535, description="Port of the c10d rendezvous store on pod 0.")
+    target_minutes: float = Field(
+        30.0, gt=0, description="Wall-clock time the CPU request is sized for (from the measured samples/s)."
+    )
+    scaling_efficiency: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="Share of the measured per-core throughput kept when spread over pods and threads (all-reduce "
+        "over the pod network, sub-linear intra-op threading).",
+    )
+    max_threads_per_process: int = Field(8, ge=1, description="Ceiling of the intra-op threads (cores) per process.")
+    process_memory_mib: int = Field(
+        768,
+        ge=256,
+        description="Memory of one training process besides 4x the weights (runtime, tokenizer, data, activations); "
+        "all-MiniLM-L6-v2 at batch 32, max length 64 peaked at 1024 MiB RSS, 677 MiB of it besides 4 x 87 MiB.",
+    )
+    default_weights_mib: int = Field(
+        87, ge=1, description="fp32 weights MiB when models/finetune holds no model.safetensors (all-MiniLM-L6-v2: 87)."
+    )
+    max_restarts: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="torchrun --max-restarts: in-place worker restarts after a peer failed. 0: the agent exits and "
+        "the Job replaces the pod (with torch 2.13 an in-place re-rendezvous after a SIGKILLed peer timed out here).",
+    )
+    join_timeout_s: int = Field(
+        900, ge=30, description="How long agents wait at the rendezvous for a replaced pod to be scheduled."
+    )
+    backoff_limit: int = Field(
+        4,
+        ge=0,
+        description="Pod failures the Job tolerates; evictions and preemptions are not counted, but the peers "
+        "they leave exit with an error (about one count per preemption).",
+    )
+    deadline_factor: float = Field(
+        3.0, ge=1, description="activeDeadlineSeconds = predicted training time x this (room for restarts)."
+    )
+    termination_grace_s: int = Field(
+        60, ge=35, le=600, description="Grace after SIGTERM: torchrun gives workers 30 s to checkpoint and stop."
+    )
+
+
 class DeployParams(_Section):
     """Load test of the server, container image and Kubernetes manifests (stage `deploy`, `kit deploy ...`)."""
 
@@ -452,13 +548,49 @@ class DeployParams(_Section):
     nobatch_levels: list[int] | None = Field(
         None, description="Levels also run with micro-batching off (max batch 1). None: all concurrency_levels."
     )
-    duration_s: float = Field(10.0, gt=0, le=600, description="Measured seconds per concurrency level.")
-    warmup_s: float = Field(2.0, ge=0, le=60, description="Unmeasured load before each level (fills caches, pools).")
+    duration_s: float = Field(8.0, gt=0, le=600, description="Measured seconds per concurrency level.")
+    warmup_s: float = Field(1.0, ge=0, le=60, description="Unmeasured load before each level (fills caches, pools).")
+    sweep_full_up_to: int = Field(
+        16,
+        ge=1,
+        description="Levels up to this many clients are always measured, both ways; above it each server's sweep "
+        "stops once saturated (see saturation_tolerance). ratio_concurrency, when set, is always measured too.",
+    )
+    saturation_tolerance: float = Field(
+        0.03,
+        ge=0,
+        le=1,
+        description="A sweep is saturated when a level adds at most this fraction of throughput over the level "
+        "before while its p99 rises: higher levels would only queue longer.",
+    )
     p99_target_ms: float = Field(100.0, gt=0, description="Latency objective for single-text requests (p99).")
     max_texts: int = Field(2000, ge=1, description="Test texts the load and the bare benchmark draw from.")
-    bare_seconds: float = Field(
-        5.0, gt=0, le=600, description="Seconds the bare-model benchmark (ceiling) runs at batch serve.max_batch_size."
+    bare_batch_sizes: list[int] = Field(
+        default_factory=lambda: [1, 4, 8, 16, 32],
+        min_length=1,
+        description="Batch sizes the bare-model ceiling is measured at, each with and without length bucketing "
+        "(sizes above serve.max_batch_size are skipped; 1 is always measured). The ceiling is the best rate.",
     )
+    bare_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=600,
+        description="Seconds per bare-model configuration; the grid runs twice (before and after the load levels).",
+    )
+    goal_server_over_bare: float = Field(
+        0.90,
+        gt=0,
+        description="Goal: server throughput / bare-model ceiling at the ratio concurrency (with p99 "
+        "within p99_target_ms there).",
+    )
+    goal_batching_gain: float = Field(
+        1.3, gt=0, description="Goal: micro-batching throughput / max-batch-1 throughput at goal_gain_concurrency."
+    )
+    goal_gain_concurrency: int = Field(16, ge=1, description="Client level the goal_batching_gain is judged at.")
+    goal_min_gain: float = Field(
+        1.0, gt=0, description="Goal: micro-batching / max batch 1 at every level from goal_min_gain_from up."
+    )
+    goal_min_gain_from: int = Field(4, ge=1, description="Lowest client level goal_min_gain applies to.")
     sample_interval_s: float = Field(0.25, gt=0, le=5, description="Server RSS/CPU sampling period during load.")
     startup_timeout_s: float = Field(120.0, gt=0, description="Longest wait for a started server to report ready.")
     # -- image and manifests (kit/deploy/manifests.py)
@@ -539,6 +671,9 @@ class DeployParams(_Section):
     batch_storage: str = Field("1Gi", pattern=r"^\d+(Mi|Gi|Ti)$", description="Size of that claim.")
     batch_input: str = Field("/data/input.parquet", description="Parquet file (in the claim) the Job scores.")
     batch_output: str = Field("/data/scores", description="Directory (in the claim) each shard writes its part to.")
+    training: DeployTrainingParams = Field(
+        default_factory=DeployTrainingParams, description="Distributed fine-tuning Job (torchrun, c10d rendezvous)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DeployParams:

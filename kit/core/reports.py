@@ -18,6 +18,7 @@ __all__ = [
     "StageReport",
     "LengthStats",
     "DataReport",
+    "DataStorage",
     "ClassScores",
     "ModelScores",
     "BaselineScores",
@@ -38,6 +39,7 @@ __all__ = [
     "Shutdown",
     "BareRate",
     "BareModel",
+    "Goal",
     "ManifestCheck",
     "ServeReport",
 ]
@@ -106,6 +108,16 @@ class LengthStats(BaseModel):
     max: int
 
 
+class DataStorage(BaseModel):
+    """How the data stage read and wrote beyond the defaults: engine, source table version, extra split copy."""
+
+    engine: str = "pandas"
+    source_version: int | None = None  # the Delta table version read (pinned or the latest at run time)
+    table_format: str | None = None  # parquet_dataset or delta: the extra copy of the splits
+    table_path: str | None = None
+    table_version: int | None = None  # the Delta version this run wrote
+
+
 class DataReport(StageReport):
     """reports/data.json: what the data stage read, dropped and wrote; splits are train, validation, test.
 
@@ -123,6 +135,8 @@ class DataReport(StageReport):
     text_chars: dict[str, LengthStats]
     text_words_mean: dict[str, float]
     outputs: dict[str, str] = {}
+    # Only written when set (engine spark, a Delta/dataset source or copy), so default reports stay as they were.
+    storage: DataStorage | None = Field(None, exclude_if=lambda v: v is None)
     length_histogram: dict[str, list[int]] = Field(default_factory=dict, exclude=True)
 
 
@@ -336,18 +350,33 @@ class Shutdown(_Part):
 
 
 class BareRate(_Part):
-    """The bare model at one batch size: its runs and their mean rate (texts/s)."""
+    """The bare model at one batch size (texts of similar length batched together when `bucketing`): its runs and
+    their mean rate (texts/s)."""
 
     batch_size: int
+    bucketing: bool = False
     runs: list[dict[str, Any]]
     throughput_rps: float | None
 
 
 class BareModel(BareRate):
-    """The ceiling at serve.max_batch_size, with the unbatched (batch size 1) rate beside it."""
+    """The ceiling: the best rate over batch sizes and bucketing (its configuration in the inherited fields), with the
+    unbatched (batch size 1) rate beside it and every configuration measured in `grid`."""
 
     unbatched: BareRate
     batch_over_unbatched: float | None
+    grid: list[BareRate] = []
+
+
+class Goal(_Part):
+    """One goal of the load test: its target, the measured value (None: not measured), met or not, and where."""
+
+    name: str
+    target: str
+    threshold: float
+    value: float | None
+    met: bool
+    where: str
 
 
 class ManifestCheck(_Part):
@@ -370,6 +399,7 @@ class ServeReport(StageReport):
     model: ServedModel
     config: LoadTestConfig
     ratio_concurrency: int
+    ratio_concurrency_rule: str = ""  # how the plan chose ratio_concurrency
     sustainable_concurrency: int | None
     throughput_per_pod_rps: float
     bare_throughput_rps: float | None
@@ -380,6 +410,8 @@ class ServeReport(StageReport):
     batching_over_nobatch: float | None
     nobatch_over_bare_unbatched: float | None
     targets: dict[str, bool]
+    goals: list[Goal] = []
+    wall_s: float | None = None  # the deploy stage's own time, load test to validated manifests
     cold_start: ColdStart
     resources: Resources
     shutdown: dict[str, Shutdown]

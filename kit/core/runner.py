@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kit.core.errors import KitError, NotebookError, UnknownParameterError
-from kit.core.headline import HEADLINES, write_headline
+from kit.core.headline import HEADLINES, write_headline, write_stage_time
 from kit.core.io import project_root, rel_path, write_text
 from kit.core.params import Params, load_params
 from kit.core.progress import PROGRESS_ENV
@@ -170,5 +170,6 @@ def run_stage(name: str, params_file: str | Path = "params.yaml", root: str | Pa
     # The handful of figures `dvc metrics show` / `dvc exp show` compare, out of the detailed report just written.
     if name in HEADLINES:  # a stage without headline figures (a probe notebook) has no metrics file
         write_headline(name, root)
+        write_stage_time(name, root, time.perf_counter() - start)
     print(f"stage {name!r} done in {time.perf_counter() - start:.1f}s -> {output.relative_to(root)}", file=sys.stderr)
     return output

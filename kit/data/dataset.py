@@ -1,8 +1,9 @@
-"""Data stage build: stream the source through cleaning and splitting into Parquet train/validation/test files.
+"""Data stage build: stream the source through cleaning and splitting (pandas or Spark) into Parquet split files.
 Writes Parquet row groups as it goes, so memory stays bounded however large the input is (hash splits)."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -14,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kit.core.errors import DataError
-from kit.core.io import atomic_path, write_labels
+from kit.core.io import atomic_path, rel_path, write_labels
 from kit.core.params import DataParams
-from kit.core.reports import DataReport
+from kit.core.reports import DataReport, DataStorage
 from kit.data.clean import (
     DropCounts,
     assign_hash_split,
@@ -27,6 +28,7 @@ from kit.data.clean import (
     dedup_chunks,
 )
 from kit.data.read import read_chunks
+from kit.data.tables import source_version, write_split_table
 
 __all__ = ["SPLITS", "build_dataset"]
 
@@ -67,12 +69,12 @@ def _length_stats(hist: np.ndarray) -> dict[str, float]:
     }
 
 
-def _label_set(p: DataParams, root: Path) -> list[str]:
+def _label_set(p: DataParams, root: Path, version: int | None) -> list[str]:
     if p.labels is not None:
         return list(p.labels)
     found: set[str] = set()
     offset = 0
-    for chunk in read_chunks(p, root):
+    for chunk in read_chunks(p, root, version):
         found.update(clean_chunk(chunk, p, offset)["label"].unique())
         offset += len(chunk)
     return sorted(found)
@@ -99,9 +101,15 @@ def _split_rows(
         write(s, df[split == s])
 
 
-def _write_splits(p: DataParams, root: Path, labels: list[str], out_dir: Path) -> _Stats:
-    """Stream the source into out_dir/{train,validation,test}.parquet; each file replaces the old one only on success."""
-    stats = _Stats()
+def _write_splits(
+    p: DataParams,
+    labels: list[str],
+    out_dir: Path,
+    stats: _Stats,
+    feed: Callable[[Callable[[str, pd.DataFrame], None]], None],
+) -> None:
+    """Write the rows `feed` hands over into out_dir/{train,validation,test}.parquet; each file replaces the old one
+    only on success."""
     with ExitStack() as stack:
         tmp = {s: stack.enter_context(atomic_path(out_dir / f"{s}.parquet", suffix=".parquet")) for s in SPLITS}
         writers = {s: stack.enter_context(pq.ParquetWriter(tmp[s], SCHEMA, compression="zstd")) for s in SPLITS}
@@ -120,12 +128,44 @@ def _write_splits(p: DataParams, root: Path, labels: list[str], out_dir: Path) -
                 )
                 writers[split].write_table(table, row_group_size=p.chunk_rows)
 
-        _split_rows(dedup_chunks(read_chunks(p, root), p, stats), p, labels, write)
+        feed(write)
         for w in writers.values():
             w.close()
         total = {lab: sum(stats.counts[s].get(lab, 0) for s in SPLITS) for lab in labels}
         check_class_sizes(pd.Series(total), labels, p)
-    return stats
+
+
+def _build(p: DataParams, root: Path, version: int | None, out_dir: Path) -> tuple[list[str], _Stats]:
+    """Run the configured engine into the split files; returns the labels and the statistics."""
+    stats = _Stats()
+    if p.engine == "spark":
+        from kit.data.spark import spark_split, split_chunks
+
+        with tempfile.TemporaryDirectory(prefix="kit-spark-") as tmp:
+            labels, parts = spark_split(p, root, version, stats, Path(tmp))
+
+            def feed(write: Callable[[str, pd.DataFrame], None]) -> None:
+                for s in SPLITS:
+                    for df in split_chunks(parts[s], p.chunk_rows):
+                        write(s, df)
+
+            _write_splits(p, labels, out_dir, stats, feed)
+        return labels, stats
+    labels = _label_set(p, root, version)
+    chunks = dedup_chunks(read_chunks(p, root, version), p, stats)
+    _write_splits(p, labels, out_dir, stats, lambda write: _split_rows(chunks, p, labels, write))
+    return labels, stats
+
+
+def _storage(p: DataParams, root: Path, version: int | None, out_dir: Path) -> DataStorage | None:
+    """Record the engine and source version, and write the format parquet_dataset/delta copy; None for defaults."""
+    if p.engine == "pandas" and version is None and p.format == "parquet":
+        return None
+    storage = DataStorage(engine=p.engine, source_version=version)
+    if p.format != "parquet":
+        table, table_version = write_split_table(p, out_dir, {s: out_dir / f"{s}.parquet" for s in SPLITS})
+        storage.table_format, storage.table_path, storage.table_version = p.format, rel_path(table, root), table_version
+    return storage
 
 
 def build_dataset(p: DataParams, root: str | Path = ".") -> DataReport:
@@ -143,9 +183,9 @@ def build_dataset(p: DataParams, root: str | Path = ".") -> DataReport:
         DataError: a missing file or column, bad text, unknown or missing labels, too few rows per class.
     """
     root = Path(root)
-    labels = _label_set(p, root)
+    version = source_version(p, root)
     out_dir = root / p.out_dir
-    stats = _write_splits(p, root, labels, out_dir)
+    labels, stats = _build(p, root, version, out_dir)
     write_labels(out_dir / "labels.json", labels)
     rows = {s: sum(stats.counts[s].values()) for s in SPLITS}
     return DataReport(
@@ -159,4 +199,5 @@ def build_dataset(p: DataParams, root: str | Path = ".") -> DataReport:
         text_chars={s: _length_stats(stats.lengths[s]) for s in SPLITS},
         text_words_mean={s: round(w[0] / w[1], 2) if w[1] else 0.0 for s, w in stats.words.items()},
         length_histogram={s: stats.lengths[s].tolist() for s in SPLITS},
+        storage=_storage(p, root, version, out_dir),
     )

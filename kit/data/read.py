@@ -46,15 +46,20 @@ def _check_columns(found: list[str], p: DataParams, where: str) -> None:
             raise DataError(f"data.{key}: column {col!r} not in {where} (columns: {', '.join(map(str, found))})")
 
 
-def read_chunks(p: DataParams, root: Path) -> Iterator[pd.DataFrame]:
+def read_chunks(p: DataParams, root: Path, version: int | None = None) -> Iterator[pd.DataFrame]:
     """Yield raw chunks with columns `text`, `label` (as read, not yet validated).
 
     Args:
         p: the data params.
         root: project root that relative paths are resolved against.
+        version: the Delta table version to read (source delta; kit.data.tables.source_version resolves it).
     """
     cols = [p.text_column, p.label_column]
-    if p.source in ("embedded", "csv"):
+    if p.source in ("parquet_dataset", "delta"):
+        from kit.data.tables import read_table_chunks
+
+        yield from read_table_chunks(p, root, version)
+    elif p.source in ("embedded", "csv"):
         yield from _read_csv(_source_file(p, root), p)
     elif p.source == "parquet":
         path = _source_file(p, root)

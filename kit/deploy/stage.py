@@ -4,6 +4,7 @@ manifests sized from it and validate them offline. Notebook 04 calls run_deploy 
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 from kit.core.errors import DeployError
@@ -54,11 +55,16 @@ def run_deploy(params: Params, root: str | Path, *, progress: bool = True) -> Se
         ModelDirError, DeployError: the server would not start or failed its smoke test.
         DeployError: the rendered manifests failed validation (names the failing files; the report is written first).
     """
+    t0 = time.perf_counter()
     root = Path(root).resolve()
     d = params.deploy
     report = _measure(params, root, progress)
-    _say(f"{report.throughput_per_pod_rps} req/s per pod at {report.ratio_concurrency} clients, "
-         f"server/bare {report.server_over_bare}, p99 {report.p99_ms_at_ratio} ms")  # fmt: skip
+    _say(
+        f"{report.throughput_per_pod_rps} req/s per pod at {report.ratio_concurrency} clients "
+        f"({report.ratio_concurrency_rule}), server/bare {report.server_over_bare}, p99 {report.p99_ms_at_ratio} ms"
+    )
+    for g in report.goals:
+        _say(f"goal {g.name} {g.target}: {g.value} at {g.where}: {'met' if g.met else 'NOT met'}")  # fmt: skip
     report.plots = [rel_path(p, root) for p in save_plots(report.model_dump(), root / LAYOUT.plots_dir)]
     out = root / d.out_dir
     files = render(params, report=report, out_dir=out, root=root)
@@ -68,6 +74,7 @@ def run_deploy(params: Params, root: str | Path, *, progress: bool = True) -> Se
         dir=rel_path(out, root), files=[rel_path(f, root) for f in files], ok=check.ok, lines=check.lines(),
         schema_rows=check.schema,
     )  # fmt: skip
+    report.wall_s = round(time.perf_counter() - t0, 1)
     path = write_report(root / LAYOUT.serve_report, report)
     _say(f"wrote {rel_path(path, root)} and {', '.join(report.plots)}")
     if not check.ok:

@@ -22,13 +22,18 @@ def finetune(
     reports_dir: Annotated[Path, typer.Option("--reports-dir", help="train.json, plots, model card")] = Path(
         LAYOUT.reports_dir
     ),
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", min=1, help="finetune.threads for this machine (the Kubernetes Job sizes it)"),
+    ] = None,
 ) -> None:
     """Fine-tune outside papermill (same code as the finetune stage); resumes a checkpoint of the same run.
-    For several processes: `torchrun --nproc_per_node N -m kit.finetune --params FILE`. Exit 143 after SIGTERM."""
+    For several processes: `torchrun --nproc_per_node N -m kit.finetune --params FILE`; several machines: see
+    kit.deploy.training.torchrun_args. Exit 143 after SIGTERM."""
     from kit.core.io import project_root
     from kit.core.params import load_params
 
-    params = load_params(params_file)
+    params = load_params(params_file, {"finetune": {"threads": threads}} if threads else None)
     root = project_root()
     from kit.finetune.train import run_finetune  # imports torch and transformers
 

@@ -21,7 +21,7 @@ from kit.finetune.checkpoint import checkpoints, find_resume_checkpoint, run_fin
 from kit.finetune.model import base_model_name, load_model, save_model_dir
 from kit.finetune.report import build_report, run_facts, test_scores
 from kit.finetune.splits import encode, load_splits, sample_rows
-from kit.finetune.trainer import class_weights, compute_metrics, rank_and_world, trainer_classes
+from kit.finetune.trainer import class_weights, compute_metrics, local_world, rank_and_world, trainer_classes
 
 if TYPE_CHECKING:  # heavy imports stay inside functions so `import kit.finetune.train` is cheap
     from transformers import Trainer, TrainingArguments
@@ -249,7 +249,7 @@ def run_finetune(
     say = print if rank == 0 else (lambda *_a, **_k: None)
     if t.batch_size % world:
         raise KitError(f"finetune.batch_size ({t.batch_size}) must be divisible by the number of processes ({world})")
-    _quiet_transformers(max(1, t.threads // world))
+    _quiet_transformers(max(1, t.threads // local_world()))  # threads are per machine, not per job
 
     labels = read_labels(data_dir / "labels.json", DataError)
     splits = load_splits(data_dir, labels)

@@ -15,12 +15,17 @@ from kit.core.io import write_json
 from kit.core.metrics import accuracy_macro_f1
 from kit.finetune.checkpoint import CHECKPOINT_PREFIX, MARKER
 
-__all__ = ["rank_and_world", "class_weights", "training_order", "trainer_classes", "compute_metrics"]
+__all__ = ["rank_and_world", "local_world", "class_weights", "training_order", "trainer_classes", "compute_metrics"]
 
 
 def rank_and_world() -> tuple[int, int]:
     """(rank, world size) as torchrun sets them; (0, 1) for a plain process."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def local_world() -> int:
+    """Processes on this machine (torchrun's LOCAL_WORLD_SIZE; 1 for a plain process): they share its cores."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", 1))
 
 
 def _dist_ready() -> bool:
@@ -117,14 +122,26 @@ def trainer_classes():
             labels = inputs.pop("labels")
             outputs = model(**inputs)
             logits = outputs.logits
-            loss = torch.nn.functional.cross_entropy(logits, labels, weight=self._kit_weights.to(logits.device))
+            weights = self._kit_weights.to(logits.device)
+            if not (model.training and _dist_ready()):
+                loss = torch.nn.functional.cross_entropy(logits, labels, weight=weights)
+                return (loss, outputs) if return_outputs else loss
+            # DDP averages the ranks' gradients; a weighted mean per rank would divide each shard by its own weight
+            # sum. Dividing by the global sum (times the world size) makes the step the single-process one.
+            w = weights[labels]
+            total = w.sum().detach().clone()
+            torch.distributed.all_reduce(total)
+            per_row = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+            loss = (per_row * w).sum() * torch.distributed.get_world_size() / total
             return (loss, outputs) if return_outputs else loss
 
         def _get_train_sampler(self, train_dataset=None):
             ds = train_dataset if train_dataset is not None else self.train_dataset
+            # The global batch: accelerate deals consecutive per-process batches of this order out to the ranks,
+            # so each optimizer step sees the rows a single process would (the grouping must not depend on world).
             self._kit_sampler = EpochSeededSampler(
                 ds.lengths,
-                self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size,
                 self.args.data_seed if self.args.data_seed is not None else self.args.seed,
                 self._kit_group,
             )

@@ -218,15 +218,9 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
                 count = metrics.observe_prediction_log
                 start = functools.partial(PredictionRecorder.start, plog, meta.version, on_count=count)
                 st.recorder = await loop.run_in_executor(batcher.executor, start)
-            # Warm-up: first runs allocate arenas and pick kernels; do it before reporting ready. The second run of
-            # each size is timed: two sizes seed the batcher's estimate of one run's fixed cost (its adaptive wait).
-            longest = ["warm up " * meta.max_length]
-            calibration = []
-            for n in sorted({1, min(p.max_batch_size, 8)}):
-                for _ in range(2):
-                    t = time.perf_counter()
-                    await loop.run_in_executor(batcher.executor, model.predict, longest * n)
-                calibration.append((n, time.perf_counter() - t))
+            # Warm-up before reporting ready: first runs allocate arenas and pick kernels; timed runs over batch sizes
+            # and lengths fit the batcher's run-cost model (its length buckets' batch sizes and its adaptive wait).
+            calibration = await batcher.warm_up(model.run_tokens, model.filler, meta.max_length)
         except Exception as exc:
             st.error = f"model failed to load: {exc}"
             log.error("%s", st.error)
@@ -234,7 +228,7 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
             if st.on_fatal is not None:
                 st.on_fatal()
             return
-        batcher.start(model.predict, calibration)
+        batcher.start(model.run_tokens, calibration, tokenize=model.tokenize)
         st.ready = not st.draining
         metrics.ready.set(1 if st.ready else 0)
         log.info("model %s (%s) ready in %.2f s", meta.version, meta.variant, time.perf_counter() - t0)

@@ -25,6 +25,7 @@ __all__ = [
     "session_logits",
     "load_tokenizer",
     "encode",
+    "Tokens",
     "OnnxTextClassifier",
 ]
 
@@ -169,6 +170,17 @@ def encode(tok: Any, texts: list[str], pad_to: int | None = None) -> dict[str, n
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """One text tokenized and truncated, not padded: what the micro-batcher groups by length (len() is its tokens)."""
+
+    ids: np.ndarray
+    type_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 class OnnxTextClassifier:
     """Tokenise a batch (padded to its longest text only) and run the ONNX classifier; returns probabilities and,
     when built with `pooled=True`, the pooled sentence embeddings the classification head read."""
@@ -187,6 +199,11 @@ class OnnxTextClassifier:
         """
         d = meta.model_dir
         self.tokenizer = load_tokenizer(d / "tokenizer.json", meta.max_length)
+        # The same tokenizer without padding: per-text tokens for the batcher, padded once per batch by `run_tokens`.
+        self._unpadded = type(self.tokenizer).from_str(self.tokenizer.to_str())
+        self._unpadded.no_padding()
+        self._pad_id = int(self.tokenizer.padding["pad_id"])
+        self._pad_type_id = int(self.tokenizer.padding["pad_type_id"])
         self.pooled_name: str | None = None
         self.counter = TokenCounter(self.tokenizer) if counts else None
         self.session = _session(d / "model.onnx", threads)
@@ -215,7 +232,35 @@ class OnnxTextClassifier:
     def predict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """One run of the graph: class probabilities float32 [n, num_labels], pooled embeddings float32 [n, hidden]
         (None unless built with `pooled=True`) and token figures [n, 3] (None unless built with `counts=True`)."""
-        batch = encode(self.tokenizer, texts)
+        return self._run(encode(self.tokenizer, texts))
+
+    def tokenize(self, texts: list[str]) -> list[Tokens]:
+        """Each text's tokens, truncated at max_length and not padded (thread-safe: the batcher calls it per request)."""
+        return [
+            Tokens(np.asarray(e.ids, dtype=np.int64), np.asarray(e.type_ids, dtype=np.int64))
+            for e in self._unpadded.encode_batch(list(texts))
+        ]
+
+    def run_tokens(self, tokens: list[Tokens]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """`predict` on texts tokenized before (`tokenize`): padded here to the batch's longest, one run of the graph."""
+        n, width = len(tokens), max(len(t) for t in tokens)
+        ids = np.full((n, width), self._pad_id, dtype=np.int64)
+        types = np.full((n, width), self._pad_type_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        for row, t in enumerate(tokens):
+            ids[row, : len(t)], types[row, : len(t)], mask[row, : len(t)] = t.ids, t.type_ids, 1
+        return self._run({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+
+    def filler(self, n: int, length: int) -> list[Tokens]:
+        """`n` texts of exactly `length` tokens (special tokens included): warm-up and run-cost calibration."""
+        full = self.tokenize(["warm up " * length])[0]
+        keep = min(length, len(full)) - 1  # the text's head, then its closing special token
+        one = Tokens(
+            np.concatenate([full.ids[:keep], full.ids[-1:]]), np.concatenate([full.type_ids[:keep], full.type_ids[-1:]])
+        )
+        return [one] * n
+
+    def _run(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         names = set(self.input_names)
         feed = {k: v for k, v in batch.items() if k in names}
         counts = None if self.counter is None else self.counter.counts(batch["input_ids"], batch["attention_mask"])
