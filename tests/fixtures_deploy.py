@@ -16,6 +16,8 @@ from fastapi import Request  # module level: FastAPI resolves the handler's (str
 __all__ = ["tiny_serving_dir", "write_texts_parquet", "serve_report", "EchoServer", "FakeKubeAPI", "TEXTS"]
 
 ROOT = Path(__file__).resolve().parents[1]
+# What `kit deploy render` writes: namespace, online 6, serverless 1, batch 3, monitoring 4, training 4.
+N_MANIFESTS = 19
 
 TEXTS = [
     "I love this, best day ever!", "This is terrible and I hate it.", "The meeting is at 3pm.", "meh",
@@ -42,8 +44,13 @@ def write_texts_parquet(path: Path, texts: list[str], column: str = "text") -> P
     return path
 
 
-def serve_report(*, rss_peak_mib: float | None = 300.0, cpu_peak_cores: float | None = 0.9, ready_s: float = 50.0,
-                 sustainable_concurrency: int | None = 16):  # -> kit.core.reports.ServeReport
+def serve_report(
+    *,
+    rss_peak_mib: float | None = 300.0,
+    cpu_peak_cores: float | None = 0.9,
+    ready_s: float = 50.0,
+    sustainable_concurrency: int | None = 16,
+):  # -> kit.core.reports.ServeReport
     """A complete, small ServeReport (one level each way) whose sizing figures are the arguments."""
     from kit.core.reports import ServeReport
 
@@ -71,7 +78,7 @@ def serve_report(*, rss_peak_mib: float | None = 300.0, cpu_peak_cores: float | 
 
 
 # /predict answers like kit serve; a text containing "FAIL" gets a 500, so error counting can be tested.
-_ECHO_APP = '''
+_ECHO_APP = """
 import asyncio, sys
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -104,7 +111,7 @@ async def predict(request: Request):
             "predictions": [{"label": "positive", "score": 0.5, "probs": probs} for _ in body["texts"]]}
 
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
-'''
+"""
 
 
 class EchoServer:

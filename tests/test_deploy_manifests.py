@@ -29,6 +29,7 @@ from kit.deploy.manifests import (
 )
 from kit.deploy.validate import schema_validate, validate_dir
 from tests.fixtures_deploy import (
+    N_MANIFESTS,
     TEXTS,
     serve_report,
     tiny_serving_dir,
@@ -37,7 +38,6 @@ from tests.fixtures_deploy import (
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S_VERSION = "1.33.0"
-N_MANIFESTS = 19  # namespace, online 6, serverless 1, batch 3, monitoring 4, training 4
 
 REPORT = serve_report(rss_peak_mib=300.0, cpu_peak_cores=0.9, ready_s=50.0, sustainable_concurrency=16)
 

@@ -17,7 +17,7 @@ from kit.core.params import load_params
 from kit.core.reports import ServeReport, read_report
 from kit.deploy.manifests import load_manifests
 from kit.deploy.validate import schema_validate
-from tests.fixtures_deploy import TEXTS, tiny_serving_dir, write_texts_parquet
+from tests.fixtures_deploy import N_MANIFESTS, TEXTS, tiny_serving_dir, write_texts_parquet
 
 # The serve/deploy sections of tests/params_tiny.yaml, shortened further: one batching level and one without.
 TINY = {
@@ -92,9 +92,9 @@ def test_run_deploy_renders_valid_manifests_sized_from_the_report(ran):
     out = root / "deploy" / "k8s"
     assert report.manifests is not None and report.manifests.ok and report.manifests.dir == "deploy/k8s"
     assert sorted(report.manifests.files) == sorted(str(f.relative_to(root)) for f in out.rglob("*.yaml"))
-    assert len(report.manifests.files) == 15
+    assert len(report.manifests.files) == N_MANIFESTS
     assert [r for r in schema_validate(load_manifests(out), "1.33.0") if r["errors"]] == []
-    assert "schema: 15/15 manifests valid" in report.manifests.lines
+    assert f"schema: {N_MANIFESTS}/{N_MANIFESTS} manifests valid" in report.manifests.lines
     dep = yaml.safe_load((out / "online" / "deployment.yaml").read_text())
     requests = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
     assert requests["memory"] != "512Mi" and "measured" in dep["metadata"]["annotations"]["kit.io/sizing"]
@@ -172,6 +172,6 @@ def test_notebook_only_calls_run_deploy_and_its_outputs_hold_no_machine_path(tmp
     shutil.copy(repo / STAGES["deploy"].notebook, root / "notebooks")
     executed = json.loads(run_stage("deploy", root=root).read_text())
     outputs = json.dumps([c.get("outputs", []) for c in executed["cells"] if c["cell_type"] == "code"])
-    assert "schema: 15/15 manifests valid" in outputs and "image/png" in outputs
+    assert f"schema: {N_MANIFESTS}/{N_MANIFESTS} manifests valid" in outputs and "image/png" in outputs
     for needle in (str(root), str(root.resolve()), str(tmp_path), str(tiny_serving_dir().parent)):
         assert needle not in outputs, needle
