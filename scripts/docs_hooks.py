@@ -1,6 +1,6 @@
 """MkDocs hooks: render each stage's executed notebook (with its run header, without the noise), the home page's
 last-run figures and pipeline picture, the model card, the lineage page and the params reference (whole, or one
-section's table on its stage page).
+section's table on its stage page), and the stage pages' measured tables and the stage times (scripts/docs_measured.py).
 The executed copy (reports/notebooks/) is shown when the pipeline has run; the source notebook otherwise. The build
 fails on a notebook holding an error output and on a page over the size budget (`extra.page_budget_mb`, 5 MB).
 Notebook code cells and outputs stay on the page but out of the search index."""
@@ -131,6 +131,11 @@ def on_page_markdown(markdown, page, config, files):
         ref = reference_markdown()
         markdown = markdown.replace(MARKER, ref)
         markdown = SECTION_MARKER.sub(lambda m: section_reference(ref, m.group(1)), markdown)
+    if "<!-- measured:" in markdown or "<!-- stage-times -->" in markdown:
+        try:
+            markdown = _script("docs_measured").replace_markers(markdown, ROOT)
+        except ValueError as exc:
+            raise PluginError(f"{page.file.src_uri}: {exc}") from None
     return markdown
 
 
