@@ -36,28 +36,25 @@ def _note(text: str) -> str:
 
 
 def _finetune(r: Report) -> str:
-    labels, train = r["labels"], r.get("train", {})
+    labels, train, data = r["labels"], r.get("train", {}), r.get("data", {})
     head = ["", "test accuracy", "test macro-F1", "gain (points)"] + [f"F1 {c}" for c in labels]
-    rows = []
-    for name, part, gain in (("fine-tuned", r["model"], r.get("macro_f1_gain")), ("baseline", r["baseline"], None)):
-        f1s = [_num(part["per_class"][c]["f1"], "{:.3f}") for c in labels]
-        rows.append([name, _num(part["accuracy"], "{:.3f}"), _num(part["macro_f1"], "{:.4f}")])
-        rows[-1] += [_num(None if gain is None else 100 * gain, "{:+.1f}")] + f1s
-    times = _table(
-        ["", "train time s", "train samples/s", "test samples/s", "stage time s"],
-        [
-            ["fine-tuned", _num(train.get("train_time_s")), _num(train.get("train_samples_per_s")),
-             _num(train.get("test_samples_per_s")), _num(train.get("stage_time_s"))],
-            ["baseline", _num(r["baseline"].get("fit_time_s"), "{:.2f}"), "", "", ""],
-        ],
-    )  # fmt: skip
-    data = r.get("data", {})
-    src = (
-        f"Run of `{train.get('base_model', '?')}` on {data.get('train_rows', '?'):,} training rows, "
-        f"{train.get('steps', '?')} steps (best {train.get('best_step', '?')}), {train.get('processes', 1)} "
-        f"process(es) × {train.get('threads_per_process', '?')} threads; test split {data.get('test_rows', '?'):,} rows."
+    parts = (
+        ("fine-tuned", r["model"], r.get("macro_f1_gain"), train.get("train_time_s"), train.get("train_samples_per_s")),
+        ("baseline", r["baseline"], None, r["baseline"].get("fit_time_s"), None),
     )
-    return f"{src}\n\n{_table(head, rows)}\n{times}"
+    rows = [
+        [name, _num(part["accuracy"], "{:.3f}"), _num(part["macro_f1"], "{:.4f}"),
+         _num(None if gain is None else 100 * gain, "{:+.1f}")]
+        + [_num(part["per_class"][c]["f1"], "{:.3f}") for c in labels] + [_num(secs, "{:,.2f}"), _num(rate)]
+        for name, part, gain, secs, rate in parts
+    ]  # fmt: skip
+    src = (
+        f"Run of `{train.get('base_model', '?')}` on {data.get('train_rows', 0):,} training rows, "
+        f"{train.get('steps', '?')} steps (best {train.get('best_step', '?')}), {train.get('processes', 1)} "
+        f"process(es) × {train.get('threads_per_process', '?')} threads, stage time "
+        f"{_num(train.get('stage_time_s'))} s; test split {data.get('test_rows', 0):,} rows."
+    )
+    return f"{src}\n\n{_table(head + ['train time s', 'train samples/s'], rows)}"
 
 
 def _machine(m: dict[str, Any] | None) -> str:
@@ -126,7 +123,9 @@ def _deploy(r: Report) -> str:
         f"(p99 {_num(r.get('p99_ms_at_ratio'))} ms, target {_num(r.get('p99_target_ms'), '{:g}')} ms).\n"
     )
     if goals := r.get("goals"):
-        rows = [[g["name"], g["target"], _num(g.get("value"), "{:,.3g}"), "yes" if g["met"] else "**no**"] for g in goals]
+        rows = [
+            [g["name"], g["target"], _num(g.get("value"), "{:,.3g}"), "yes" if g["met"] else "**no**"] for g in goals
+        ]
         out += "\n" + _table(["goal", "target", "value", "met"], rows)
     else:  # a report written before goals: its pass/fail targets
         rows = [[k, "yes" if v else "**no**"] for k, v in r.get("targets", {}).items()]

@@ -267,3 +267,128 @@ def test_api_reference_covers_every_module_of_every_package():
     }
     assert not modules - listed, f"modules missing from docs/api.md: {sorted(modules - listed)}"
     assert not listed - modules, f"docs/api.md names modules that do not exist: {sorted(listed - modules)}"
+
+
+def _rows(markdown: str, table: int = 0) -> dict[str, list[str]]:
+    """The body rows of the page's n-th generated markdown table, by their first cell (bold, "(served)" stripped)."""
+    tables: list[dict[str, list[str]]] = []
+    previous = ""
+    for line in markdown.splitlines():
+        if not line.startswith("|"):
+            pass
+        elif not previous.startswith("|"):  # a header row starts a table
+            tables.append({})
+        elif not set(line) <= set("|-"):  # a body row (not the separator)
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            tables[-1][cells[0].replace("**", "").replace(" (served)", "")] = cells[1:]
+        previous = line
+    return tables[table]
+
+
+def _report(name: str) -> dict:
+    return json.loads((REPO / "reports" / f"{name}.json").read_text())
+
+
+def test_measured_tables_carry_the_committed_reports_figures():
+    measured = _script("docs_measured")
+    train = _report("train")
+    rows = _rows(measured.measured_markdown("finetune", REPO))
+    assert rows["fine-tuned"][:3] == [
+        f"{train['model']['accuracy']:.3f}",
+        f"{train['model']['macro_f1']:.4f}",
+        f"{100 * train['macro_f1_gain']:+.1f}",
+    ]
+    assert rows["baseline"][1] == f"{train['baseline']['macro_f1']:.4f}"
+    assert rows["fine-tuned"][-2:] == [
+        f"{train['train']['train_time_s']:,.2f}",
+        f"{train['train']['train_samples_per_s']:,.1f}",
+    ]
+    for i, label in enumerate(train["labels"]):
+        assert rows["baseline"][3 + i] == f"{train['baseline']['per_class'][label]['f1']:.3f}"
+
+    bench = _report("bench")
+    page = measured.measured_markdown("optimize", REPO)
+    rows, hl = _rows(page), bench["headline"]
+    assert bench["benchmark"]["machine"]["cpu"] in page and bench["benchmark"]["machine"]["isa"] in page
+    for res in bench["benchmark"]["results"]:
+        row = rows[res["variant"]]
+        if res["batch_size"] == hl["latency_batch_size"]:
+            assert row[1:3] == [f"{res['latency_ms']['p50']:,.1f}", f"{res['speedup']:.2f}"], res["variant"]
+        else:
+            assert row[3:5] == [f"{res['throughput_seq_s']:,.1f}", f"{res['speedup']:.2f}"], res["variant"]
+        assert row[5] == f"{bench['accuracy'][res['variant']]['macro_f1']:.4f}"
+    assert f"**{hl['variant']}** (served)" in page
+
+    serve = _report("serve")
+    rows = _rows(measured.measured_markdown("deploy", REPO))
+    for level, nobatch in zip(serve["levels"], serve["nobatch_levels"], strict=True):
+        row = rows[str(level["concurrency"])]
+        assert row[0] == f"{level['throughput_rps']:,.1f}" and row[2] == f"{level['p99_ms']:,.1f}"
+        assert row[4] == f"{nobatch['throughput_rps']:,.1f}"
+    bare = _rows(measured.measured_markdown("deploy", REPO), 1)
+    assert bare[str(serve["bare"]["batch_size"])][1] == f"{serve['bare']['throughput_rps']:,.1f}"
+    targets = _rows(measured.measured_markdown("deploy", REPO), 2)
+    for target, met in serve["targets"].items():  # the committed report predates `goals`
+        assert targets[target] == ["yes" if met else "**no**"]
+
+    monitor = _report("monitor")
+    page = measured.measured_markdown("monitor", REPO)
+    rows = _rows(page)
+    for sc in monitor["scenarios"]:
+        assert rows[sc["name"]][3] == str(sc["false_alarms"])
+    assert f"**{monitor['logging_overhead']['ratio']:.3f}×**" in page
+
+    cost = _report("cost")
+    page = measured.measured_markdown("cost", REPO)
+    rows = _rows(page)
+    for opt in cost["options"]:
+        assert rows[opt["name"]][0] == f"${opt['monthly_usd']:,.2f}"
+    assert f"Recommendation: **{cost['recommendation']['option']}**" in page
+
+
+def test_deploy_table_shows_goals_and_the_bare_grid_of_a_newer_report(tmp_path):
+    from kit.core.reports import BareRate, Goal, ServeReport
+
+    report = _report("serve")
+    report["goals"] = [
+        Goal(name="p99", target="p99 <= 100 ms", threshold=100, value=123.4, met=False, where="32 clients").model_dump()
+    ]
+    report["bare"]["grid"] = [
+        BareRate(batch_size=16, bucketing=True, runs=[], throughput_rps=777.7).model_dump(),
+    ]
+    report["wall_s"] = 321.0
+    ServeReport.model_validate(report)  # the fields are the schema's
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "serve.json").write_text(json.dumps(report))
+    page = _script("docs_measured").measured_markdown("deploy", tmp_path)
+    assert _rows(page, 2)["p99"] == ["p99 <= 100 ms", "123", "**no**"]
+    assert _rows(page, 1) == {"16": ["yes", "777.7"]} and "the stage took 321 s" in page
+
+
+def test_a_missing_report_or_timing_renders_a_note_and_a_wrong_marker_fails(tmp_path):
+    measured = _script("docs_measured")
+    for stage in ("finetune", "optimize", "deploy", "monitor", "cost"):
+        page = measured.replace_markers(f"before\n\n<!-- measured:{stage} -->\n", tmp_path)
+        assert "run the pipeline first" in page and "<!--" not in page, stage
+    assert "run the pipeline first" in measured.stage_times_markdown(tmp_path)
+    with pytest.raises(ValueError, match="measured:finetuen"):
+        measured.replace_markers("<!-- measured:finetuen -->", tmp_path)
+
+    from kit.core.headline import write_stage_time
+
+    write_stage_time("data", tmp_path, 30.0)
+    write_stage_time("deploy", tmp_path, 90.0)
+    rows = _rows(measured.stage_times_markdown(tmp_path))
+    assert rows["data"] == ["30.0", "25 %"] and rows["deploy"] == ["90.0", "75 %"]
+    assert rows["total"] == ["**120.0**", "100 %"] and "finetune" not in rows
+
+
+def test_built_pages_hold_the_measured_tables_and_no_marker(site):
+    for page in site.rglob("*.html"):
+        text = page.read_text()
+        assert "<!-- measured:" not in text and "<!-- stage-times -->" not in text, page.relative_to(site)
+    deploy = (site / "stages" / "deploy" / "index.html").read_text()
+    assert f"<strong>{_report('serve')['server_over_bare']:.3f}</strong>" in deploy
+    pipeline = (site / "pipeline" / "index.html").read_text()
+    assert "Where the time goes" in pipeline
+    assert ("<td><strong>total</strong></td>" in pipeline) == (REPO / "reports" / "timings").is_dir()
