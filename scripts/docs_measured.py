@@ -88,8 +88,10 @@ def _optimize(r: Report) -> str:
         f"(batch {b1}) and {hl['throughput_ratio']:.2f}× (batch {bn}), {hl['macro_f1_drop_points']:.2f} points "
         "of macro-F1 lost.\n"
     )
-    if timings := r.get("timings"):
-        out += "\n" + _table(["step", "seconds"], [[k, _num(v)] for k, v in timings.items()])
+    if timings := r.get("timings"):  # StepTimings: written by runs newer than some committed reports
+        total = timings["total_s"]
+        rows = [[st["name"], _num(st["seconds"]), f"{100 * st['seconds'] / total:.0f} %"] for st in timings["steps"]]
+        out += f"\nWhere the stage's {total:,.1f} s went:\n\n" + _table(["step", "seconds", "share"], rows)
     return out
 
 

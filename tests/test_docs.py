@@ -365,6 +365,18 @@ def test_deploy_table_shows_goals_and_the_bare_grid_of_a_newer_report(tmp_path):
     assert _rows(page, 1) == {"16": ["yes", "777.7"]} and "the stage took 321 s" in page
 
 
+def test_optimize_table_shows_the_step_timings_when_the_report_has_them(tmp_path):
+    from kit.core.reports import StepTime, StepTimings
+
+    report = _report("bench")
+    steps = [StepTime(name="export", seconds=30.0), StepTime(name="benchmark", seconds=90.0)]
+    report["timings"] = StepTimings(steps=steps, total_s=120.0).model_dump()
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "bench.json").write_text(json.dumps(report))
+    page = _script("docs_measured").measured_markdown("optimize", tmp_path)
+    assert _rows(page, 1) == {"export": ["30.0", "25 %"], "benchmark": ["90.0", "75 %"]} and "120.0 s went" in page
+
+
 def test_a_missing_report_or_timing_renders_a_note_and_a_wrong_marker_fails(tmp_path):
     measured = _script("docs_measured")
     for stage in ("finetune", "optimize", "deploy", "monitor", "cost"):
