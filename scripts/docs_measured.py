@@ -191,7 +191,11 @@ def measured_markdown(stage: str, root: Path) -> str:
     path = root / REPORT_FILES[stage]
     if not path.is_file():
         return _note(f"`{REPORT_FILES[stage]}` is missing: run the pipeline first (`make run`), then rebuild the docs.")
-    return f"From `{REPORT_FILES[stage]}` (the last run).\n\n" + RENDERERS[stage](json.loads(path.read_text()))
+    report = json.loads(path.read_text())
+    version = report.get("model_version") or report.get("model", {}).get("version")
+    version = version or report.get("selection", {}).get("version")
+    run = f"the last run, model version `{version}`" if isinstance(version, str) else "the last run"
+    return f"From `{REPORT_FILES[stage]}` ({run}).\n\n" + RENDERERS[stage](report)
 
 
 def stage_times_markdown(root: Path) -> str:
