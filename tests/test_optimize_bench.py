@@ -36,7 +36,6 @@ def test_benchmark_interleaved_results(tiny_model, onnx_files, tiny_data):  # no
     b = benchmark(runners, tok, texts, [1, 4], [16], warmup=1, repeats=3, rounds=3, min_rounds=2, ratio_spread=1e9,
                   threads=1, progress=False, measure_peak=False)
     assert (b["settings"]["rounds"], b["settings"]["max_rounds"]) == (2, 3) and b["settings"]["ratio_spread"] >= 0
-    assert (b["settings"]["threads"], b["settings"]["ort_spinning"]) == (1, True)
     assert b["reference"] == "pytorch_fp32"
     assert len(b["results"]) == 3 * 2
     for r in b["results"]:
@@ -123,14 +122,3 @@ def test_spread_is_the_widest_relative_range_of_per_round_ratios():
     med = {("ref", 1, 8): [2.0, 2.0, 2.0], ("a", 1, 8): [1.0, 1.0, 0.5], ("b", 1, 8): [2.0, 2.0, 2.0]}
     assert _spread(med, "ref") == pytest.approx((4.0 - 2.0) / 2.0)  # a's ratios 2, 2, 4
     assert _spread({k: v for k, v in med.items() if k[0] != "a"}, "ref") == 0.0
-
-
-def test_benchmark_sessions_spin_and_the_server_session_does_not(onnx_files):
-    """ORT's idle threads spin in the model benchmark (its default, as torch's OpenMP threads do); never in the server."""
-    from kit.serve.model import make_session
-
-    path = onnx_files["onnx_int8"]
-    server = make_session(path, 2).get_session_options()
-    bench = make_session(path, 2, spinning=True).get_session_options()
-    assert server.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    assert bench.get_session_config_entry("session.intra_op.allow_spinning") == "1"

@@ -298,11 +298,6 @@ class OptimizeParams(_Section):
         description="Benchmark sequence lengths (texts padded/truncated to it).",
     )
     threads: int = Field(2, ge=1, le=256, description="Intra-op threads for every variant (ORT and torch alike).")
-    ort_spinning: bool = Field(
-        True,
-        description="Benchmark ONNX Runtime with its idle intra-op threads spinning, its default (PyTorch's OpenMP "
-        "threads spin too). The server turns spinning off: its event loop needs those cores between batches.",
-    )
     bench_warmup: int = Field(
         3, ge=0, le=1000, description="Untimed calls before each variant's timed calls, per round."
     )

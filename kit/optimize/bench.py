@@ -178,7 +178,6 @@ def benchmark(
     min_rounds: int | None = None,
     ratio_spread: float | None = None,
     threads: int = 2,
-    spinning: bool = True,
     reference: str | None = None,
     progress: bool = True,
     measure_peak: bool = True,
@@ -200,7 +199,7 @@ def benchmark(
         min_rounds: rounds always run (None: `rounds`, a fixed count; capped at `rounds`).
         ratio_spread: after min_rounds, stop once every runner's per-round ratios lie within this fraction of their
             median ((max - min) / median); None: run all `rounds`.
-        threads, spinning: recorded (the runners were created with them).
+        threads: recorded (the runners were created with it).
         reference: runner name the ratios are over (default: the first PyTorch runner, else the first runner).
         progress: show a progress bar.
         measure_peak: also measure the machine's fp32 peak for GFLOP/s utilisation.
@@ -233,9 +232,7 @@ def benchmark(
             results.append(_result_row(r, b, s, acc["lat"][k], ratios, extra, peak, root))
     return {
         "machine": {**peak, "platform": platform.platform(), "cpus": os.cpu_count()},
-        "settings": _settings(
-            batch_sizes, seq_lengths, warmup, repeats, plan, done, spread, (threads, spinning), len(texts)
-        ),
+        "settings": _settings(batch_sizes, seq_lengths, warmup, repeats, plan, done, spread, threads, len(texts)),
         "reference": reference,
         "results": results,
         "rounds": {f"{n}|b{b}|s{s}": [1000 * x for x in v] for (n, b, s), v in acc["round_med"].items()},
@@ -250,7 +247,7 @@ def _settings(
     plan: dict[str, Any],
     done: int,
     spread: float | None,
-    threading: tuple[int, bool],
+    threads: int,
     n_texts: int,
 ) -> dict[str, Any]:
     """The benchmark's settings as reported: the grid, calls, rounds run (and the stopping rule), methods."""
@@ -264,8 +261,7 @@ def _settings(
         "max_rounds": plan["max_rounds"],
         "ratio_spread_target": plan["ratio_spread"],
         "ratio_spread": spread,
-        "threads": threading[0],
-        "ort_spinning": threading[1],
+        "threads": threads,
         "texts": n_texts,
         "memory_method": "RSS the model added when loaded and run once (load_rss_mb) + the largest peak-RSS "
         "growth over rounds during its warm-up and timed calls (VmHWM reset per run via /proc/self/clear_refs, "

@@ -121,15 +121,13 @@ class Runner:
         return self.fn(batch)
 
 
-def load_runner(path: str | Path, threads: int, name: str | None = None, *, spinning: bool = True) -> Runner:
+def load_runner(path: str | Path, threads: int, name: str | None = None) -> Runner:
     """Load a PyTorch HF model directory or an ONNX model (file, or directory holding model.onnx).
 
     Args:
         path: model directory or .onnx file.
         threads: intra-op threads (torch.set_num_threads / ORT intra_op_num_threads), the same for every runner.
         name: display name (default: pytorch_<dir> for PyTorch, the file stem for ONNX).
-        spinning: ORT's idle intra-op threads spin, its default (PyTorch's OpenMP threads spin too); see
-            kit.serve.model.make_session for why the server turns it off.
 
     Raises:
         KitError: the path is neither.
@@ -142,8 +140,8 @@ def load_runner(path: str | Path, threads: int, name: str | None = None, *, spin
     if path.is_file() and path.suffix == ".onnx":
         trim()
         before = rss_mb()
-        # The server's own session (kit.serve.model): the same graph, threads and options but thread spinning.
-        sess = make_session(path, threads, spinning=spinning)
+        # The server's own session (kit.serve.model): what is measured here is what gets served.
+        sess = make_session(path, threads)
         fn = lambda b: session_logits(sess, b)  # noqa: E731
         _touch(fn)
         trim()

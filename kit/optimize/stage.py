@@ -33,7 +33,7 @@ def _measure(
     o, finetune = params.optimize, root / LAYOUT.finetune_dir
     with timer.step("load runners"), gc_frozen():
         runners: list[Runner] = [load_runner(finetune, o.threads, REFERENCE)]
-        runners += [load_runner(v.path, o.threads, v.name, spinning=o.ort_spinning) for v in variants]
+        runners += [load_runner(v.path, o.threads, v.name) for v in variants]
     texts, labels = read_texts(root / LAYOUT.split("test"))
     n_eval = o.eval_rows or len(texts)
     # The server's tokenizer and padding for every runner, PyTorch included: all see the same inputs.
@@ -44,7 +44,6 @@ def _measure(
     print(
         f"benchmark: batch sizes {o.batch_sizes}, lengths {o.seq_lengths}, {min(o.bench_min_rounds, o.bench_rounds)}"
         f"-{o.bench_rounds} rounds (until ratios agree within {o.bench_ratio_spread}), {o.threads} threads"
-        f"{', ORT threads spinning' if o.ort_spinning else ''}"
     )
     with timer.step("benchmark"):
         bench = benchmark(
@@ -59,7 +58,6 @@ def _measure(
             min_rounds=o.bench_min_rounds,
             ratio_spread=o.bench_ratio_spread,
             threads=o.threads,
-            spinning=o.ort_spinning,
             reference=REFERENCE,
             root=root,
         )

@@ -85,16 +85,13 @@ def read_model_dir(model_dir: str | Path, default_max_length: int) -> ModelMeta:
 
 
 # ------------------------------------------------------------------------------------------------ ONNX Runtime
-def make_session(path: str | Path | bytes, threads: int, *, gpu: bool = False, spinning: bool = False) -> Any:
+def make_session(path: str | Path | bytes, threads: int, *, gpu: bool = False) -> Any:
     """The ONNX Runtime session the server runs (and the optimize stage measures): fixed intra-op threads.
 
     Args:
         path: the .onnx file, or a serialized model (a graph edited in memory, e.g. with its pooled output added).
         threads: intra-op threads; inter-op is 1 (one inference at a time: a BERT graph is a chain).
         gpu: run on CUDA (fp16 variants), falling back to the CPU for ops CUDA lacks.
-        spinning: let idle intra-op threads spin (ONNX Runtime's default). Off in the server, where the spinning
-            threads take the cores its event loop and tokenizer need between batches (measured in the deploy stage);
-            on for a model benchmark, as PyTorch's OpenMP threads spin too.
     """
     import onnxruntime as ort
 
@@ -104,7 +101,8 @@ def make_session(path: str | Path | bytes, threads: int, *, gpu: bool = False, s
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    # Idle ORT threads spin by default, burning the cores the event loop and tokenizer need between batches.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
     model = path if isinstance(path, bytes) else str(path)
     return ort.InferenceSession(model, sess_options=so, providers=providers)
