@@ -14,6 +14,7 @@ import httpx
 import yaml
 
 from kit.deploy.servers import free_port
+from tests.fixtures_proc import logged_process
 
 __all__ = ["PROMETHEUS", "PUSHGATEWAY", "Prom", "scrape_job", "run_prometheus", "run_pushgateway", "free_port"]
 
@@ -70,18 +71,9 @@ def _wait_ready(url: str, proc: subprocess.Popen, log: Path, what: str, timeout:
 
 @contextmanager
 def _daemon(cmd: list[str], log: Path, ready_url: str, what: str) -> Iterator[None]:
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            _wait_ready(ready_url, proc, log, what)
-            yield
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with logged_process(cmd, log) as proc:
+        _wait_ready(ready_url, proc, log, what)
+        yield
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kit.deploy.servers import free_port
+from tests.fixtures_proc import logged_process
 
 __all__ = ["SSHD", "SSH_KEYGEN", "SshServer", "run_sshd"]
 
@@ -113,16 +114,7 @@ def run_sshd(tmp: Path) -> Iterator[SshServer]:
     config, host_pub = _server_config(tmp, port, client_pub)
     (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub}\n")
     log = tmp / "sshd.log"
-    with log.open("w") as out:
-        # -D: stay in the foreground (our child); -e: log to stderr, i.e. the log file.
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT)
-        try:
-            _wait_banner(port, proc, log)
-            yield SshServer(port=port, home=home, log=log)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    # -D: stay in the foreground (our child); -e: log to stderr, i.e. the log file.
+    with logged_process([SSHD, "-D", "-e", "-f", str(config)], log, grace_s=10) as proc:
+        _wait_banner(port, proc, log)
+        yield SshServer(port=port, home=home, log=log)
