@@ -267,17 +267,17 @@ class OptimizeParams(_Section):
         "qint8", description="INT8 weight type (signed is faster on x86)."
     )
     student_layers: int | list[int] = Field(
-        3,
+        2,
         description="The student's depth: a count N keeps N of the teacher's layers spread evenly from the first "
         "(3 of 6: [0, 2, 4]), so a sweep sets one number (`-S optimize.student_layers=4`); or a list of the "
         "teacher layer indices to keep, in order.",
     )
-    distill_steps: int = Field(600, ge=1, le=100_000, description="Distillation optimizer steps.")
+    distill_steps: int = Field(1200, ge=1, le=100_000, description="Distillation optimizer steps.")
     distill_batch_size: int = Field(16, ge=1, le=1024, description="Rows per distillation step.")
     distill_rows: int | None = Field(
         None, ge=1, description="Training rows sampled for distillation (seeded). None: steps x batch size (one pass)."
     )
-    distill_learning_rate: float = Field(1e-4, gt=0, le=1, description="Peak learning rate of the student.")
+    distill_learning_rate: float = Field(3e-4, gt=0, le=1, description="Peak learning rate of the student.")
     distill_temperature: float = Field(2.0, gt=0, le=100, description="Softening temperature of both models' logits.")
     distill_alpha: float = Field(
         0.7, ge=0, le=1, description="Weight of the KL term on soft labels (1 - alpha: cross-entropy on true labels)."
