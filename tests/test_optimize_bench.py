@@ -116,6 +116,26 @@ def test_rounds_stop_when_ratios_agree_and_never_pass_the_most(tiny_model):  # n
     assert (capped["settings"]["rounds"], capped["settings"]["min_rounds"]) == (1, 1)
 
 
+def test_every_turn_settles_before_its_warm_up(tiny_model, monkeypatch):  # noqa: F811
+    import kit.optimize.bench as bench_module
+
+    tok = load_tokenizer(tiny_model / "tokenizer.json", 32)
+    calls: list[tuple[str, object]] = []
+    runners = [_fake_runner(n, k) for n, k in (("ref", "pytorch"), ("a", "onnx"))]
+    for r in runners:
+        inner = r.fn
+        r.fn = lambda b, _n=r.name, _f=inner: (calls.append(("run", _n)), _f(b))[1]
+    real_sleep = bench_module.time.sleep
+    monkeypatch.setattr(bench_module.time, "sleep", lambda s: (calls.append(("sleep", s)), real_sleep(s))[1])
+    out = benchmark(runners, tok, TEXTS, [1, 2], [8], warmup=1, repeats=2, rounds=2, threads=1, progress=False,
+                    measure_peak=False, settle_s=0.003)  # fmt: skip
+    assert out["settings"]["settle_s"] == 0.003
+    turns = [i for i, c in enumerate(calls) if c == ("sleep", 0.003)]
+    assert len(turns) == 2 * 2 * 2  # rounds x batch sizes x runners
+    for i in turns:  # each pause is followed by one runner's 1 warm-up + 2 timed calls
+        assert [c[0] for c in calls[i + 1 : i + 4]] == ["run"] * 3 and len({c[1] for c in calls[i + 1 : i + 4]}) == 1
+
+
 def test_spread_is_the_widest_relative_range_of_per_round_ratios():
     from kit.optimize.bench import _spread
 

@@ -124,6 +124,33 @@ def test_predict_matches_plain_onnxruntime_and_readyz_lifecycle(serving_dir: Pat
         assert r.status_code == 503 and r.json()["status"] == "draining"
 
 
+def test_ort_spinning_reaches_the_servers_session(serving_dir: Path, ref: Reference, monkeypatch) -> None:
+    from fastapi.testclient import TestClient
+
+    import kit.serve.app as app_module
+    from kit.serve.model import OnnxTextClassifier
+
+    seen: list[str] = []
+
+    class Spy(OnnxTextClassifier):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            options = self.session.get_session_options()
+            seen.append(options.get_session_config_entry("session.intra_op.allow_spinning"))
+
+    monkeypatch.setattr(app_module, "OnnxTextClassifier", Spy)
+    for spinning in (False, True):
+        with TestClient(create_app(serving_dir, serve_params(ort_spinning=spinning))) as client:
+            for _ in range(600):
+                if client.get("/readyz").status_code == 200:
+                    break
+                time.sleep(0.05)
+            r = client.post("/predict", json={"texts": SAMPLE_TEXTS[:4]})
+            assert r.status_code == 200, r.text
+            assert_matches(r.json()["predictions"], ref, SAMPLE_TEXTS[:4])
+    assert seen == ["0", "1"]
+
+
 def test_model_that_fails_to_load_answers_503_not_hang(serving_dir: Path, tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 

@@ -326,6 +326,13 @@ class OptimizeParams(_Section):
         description="Stop once every variant's per-round speed ratios lie within this fraction of their median "
         "((max - min) / median, over every batch size and length). None: always run bench_rounds.",
     )
+    bench_settle_s: float = Field(
+        0.1,
+        ge=0,
+        le=10,
+        description="Pause before each variant's turn, so the idle threads of the variant before it (ONNX Runtime's "
+        "spin for tens of ms after their last op, see serve.ort_spinning) are asleep when its timing starts.",
+    )
     bench_texts: int = Field(2000, ge=1, description="Test texts the benchmark batches are drawn from.")
     eval_rows: int | None = Field(None, ge=1, description="Test rows for accuracy (None: the whole test split).")
     eval_batch_size: int = Field(64, ge=1, le=4096, description="Batch size of the accuracy pass.")
@@ -395,6 +402,14 @@ class ServeParams(_Section):
         "same per text as a single run, waiting only adds latency).",
     )
     threads: int = Field(2, ge=1, le=256, description="ONNX Runtime intra-op threads (one inference at a time).")
+    ort_spinning: bool = Field(
+        False,
+        description="Let ONNX Runtime's idle intra-op threads spin between ops instead of sleeping (the library's "
+        "own default). Machine-dependent: on one Intel Xeon it made the server 5-29% faster and batch-1 runs 1.5x "
+        "faster; on one AMD EPYC the spinning threads took the event loop's core and it was slower. The optimize "
+        "stage's benchmark runs its ONNX variants with the same setting. Measure before you change it "
+        "(docs/stages/serve.md).",
+    )
     max_length: int = Field(
         64, ge=8, le=512, description="Truncation length in tokens when the model dir has no serving.json."
     )

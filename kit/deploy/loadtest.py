@@ -123,7 +123,9 @@ def run_loadtest(
             model_dir, {**serve, "max_batch_size": 1}, work_dir, "nobatch", d.startup_timeout_s, probe_text=texts[0]
         )
         smoke = smoke_test(servers["batching"].url, texts, meta.labels)
-        runs, sweep = _run_plan(servers, OnnxTextClassifier(meta, threads), texts, serve, d, progress)
+        # The bare model in the server's session: same threads, same spinning.
+        bare_model = OnnxTextClassifier(meta, threads, spinning=bool(serve.get("ort_spinning", False)))
+        runs, sweep = _run_plan(servers, bare_model, texts, serve, d, progress)
         grace = float(serve.get("graceful_timeout_s", 30)) + 10
         stops = {k: stop_server(h, timeout_s=grace) for k, h in servers.items()}
     finally:

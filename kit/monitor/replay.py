@@ -7,7 +7,7 @@ import asyncio
 import statistics
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -119,44 +119,52 @@ def measure_overhead(
     cwd: Path,
     embeddings: bool,
 ) -> LoggingOverhead:
-    """Server throughput with the prediction log off and on, alternating (off, on, off, on, ...) so a slow spell of
-    the machine hits both; the ratio is the median over back-to-back (off, on) pairs.
+    """Server throughput with the prediction log off and on: two servers started once, measured in back-to-back
+    (off, on) pairs whose order alternates, so a slow spell of the machine hits both; the ratio is the median over
+    the pairs.
 
     Args:
         model_dir: the serving dir.
         serve: the pipeline's serve params.
         texts: request texts, cycled by the closed-loop clients.
         concurrency: clients (the load test's ratio concurrency).
-        duration_s: measured seconds per run (after 2 s of warm-up).
+        duration_s: measured seconds per run (after 1 s of warm-up).
         repeats: runs per setting.
         cwd: the servers' working directory.
         embeddings: whether the logging server also returns pooled embeddings (as the monitor needs).
     """
     runs: list[OverheadRun] = []
-    written = dropped = 0
     with tempfile.TemporaryDirectory(prefix="kit-monitor-overhead-") as tmp:
-        for i in range(repeats):
-            for logging in (False, True):
-                log_dir = Path(tmp) / f"log{i}" if logging else None
-                cfg = serve_config(serve, log_dir, embeddings=embeddings)
-                with running_server(model_dir, cfg, f"overhead-{'on' if logging else 'off'}-{i}", cwd) as h:
-                    row = load_level(h.url, texts, concurrency, duration_s, warmup_s=2.0, server_pid=h.proc.pid)
-                    if logging:
-                        counts = log_counters(h.url)
-                        dropped += int(counts.get("dropped", 0))
-                if log_dir is not None:  # after the drain: every accepted record is in a closed file now
-                    written += sum(sum(1 for _ in f.open()) for f in log_dir.glob("*.jsonl"))
-                runs.append(
-                    OverheadRun(logging=logging, throughput_rps=row["throughput_rps"], p99_ms=row["p99_ms"],
-                                errors=row["errors"])
-                )  # fmt: skip
+        log_dir = Path(tmp) / "log"
+        with ExitStack() as stack:
+            # Both servers stay up between runs: a restart per run cost more time than the warm-up it needs.
+            servers = {
+                logging: stack.enter_context(running_server(
+                    model_dir, serve_config(serve, log_dir if logging else None, embeddings=embeddings),
+                    f"overhead-{'on' if logging else 'off'}", cwd,
+                ))
+                for logging in (False, True)
+            }  # fmt: skip
+            for i in range(repeats):
+                for logging in (False, True) if i % 2 == 0 else (True, False):
+                    h = servers[logging]
+                    row = load_level(h.url, texts, concurrency, duration_s, warmup_s=1.0, server_pid=h.proc.pid)
+                    runs.append(
+                        OverheadRun(logging=logging, throughput_rps=row["throughput_rps"], p99_ms=row["p99_ms"],
+                                    errors=row["errors"])
+                    )  # fmt: skip
+            dropped = int(log_counters(servers[True].url).get("dropped", 0))
+        # After the drain: every accepted record is in a closed file now.
+        written = sum(sum(1 for _ in f.open()) for f in log_dir.glob("*.jsonl"))
     off = statistics.median(r.throughput_rps for r in runs if not r.logging)
     on = statistics.median(r.throughput_rps for r in runs if r.logging)
-    # Each on run against the off run just before it: the machine's speed drifts over a minute of load, and a
+    # Each on run against the off run beside it: the machine's speed drifts over a minute of load, and a
     # back-to-back pair shares that drift where medians over all runs would not.
-    pairs = [
-        b.throughput_rps / a.throughput_rps for a, b in zip(runs[::2], runs[1::2], strict=True) if a.throughput_rps
-    ]
+    pairs = []
+    for a, b in zip(runs[::2], runs[1::2], strict=True):
+        run_off, run_on = (b, a) if a.logging else (a, b)
+        if run_off.throughput_rps:
+            pairs.append(run_on.throughput_rps / run_off.throughput_rps)
     return LoggingOverhead(
         concurrency=concurrency, duration_s=duration_s, runs=runs, off_rps=off, on_rps=on,
         ratio=round(statistics.median(pairs), 4) if pairs else 0.0, pair_ratios=[round(r, 4) for r in pairs],

@@ -101,7 +101,7 @@ class LoggingOverhead(BaseModel):
     off_rps: float  # median over the runs
     on_rps: float
     ratio: float  # median of the back-to-back pairs' on / off; the goal is >= 0.95
-    pair_ratios: list[float] = []  # on / off of each (off, on) pair, in run order
+    pair_ratios: list[float] = []  # on / off of each back-to-back pair, in run order (which goes first alternates)
     records_written: int
     records_dropped: int
 

@@ -61,13 +61,16 @@ def _check_runners(runners: list[Runner], texts: Sequence[str], reference: str |
 
 
 def _time_runner(
-    r: Runner, batches: list[dict[str, np.ndarray]], warmup: int, can_reset: bool
+    r: Runner, batches: list[dict[str, np.ndarray]], warmup: int, can_reset: bool, settle_s: float = 0.0
 ) -> tuple[list[float], float | None]:
-    """One runner's turn: `warmup` untimed calls, then one timed call per remaining batch.
+    """One runner's turn: a `settle_s` pause, `warmup` untimed calls, then one timed call per remaining batch.
 
     Returns:
         (seconds per timed call, peak RSS growth in MB over the turn or None where it cannot be measured).
     """
+    # Spinning ORT threads of the runner before keep a core busy for tens of ms after its last call; timed
+    # against them, a batch-1 run came out 1.3-1.5x slower in some rounds and not in others.
+    time.sleep(settle_s)
     # Peak memory is measured from before the warm-up: ORT grows its arena on the first large batch.
     trim()
     base = rss_mb()
@@ -152,7 +155,7 @@ def _rounds(
         for b, s in inputs:
             for r in order:
                 bar.set_postfix_str(f"round {rnd + 1} {r.name} b{b} s{s}", refresh=False)
-                times, extra = _time_runner(r, inputs[(b, s)], plan["warmup"], can_reset)
+                times, extra = _time_runner(r, inputs[(b, s)], plan["warmup"], can_reset, plan["settle_s"])
                 if extra is not None:
                     acc["extra_mem"][(r.name, b, s)] = max(acc["extra_mem"][(r.name, b, s)], extra)
                 acc["lat"][(r.name, b, s)].extend(times)
@@ -177,6 +180,7 @@ def benchmark(
     rounds: int = 3,
     min_rounds: int | None = None,
     ratio_spread: float | None = None,
+    settle_s: float = 0.0,
     threads: int = 2,
     reference: str | None = None,
     progress: bool = True,
@@ -199,6 +203,7 @@ def benchmark(
         min_rounds: rounds always run (None: `rounds`, a fixed count; capped at `rounds`).
         ratio_spread: after min_rounds, stop once every runner's per-round ratios lie within this fraction of their
             median ((max - min) / median); None: run all `rounds`.
+        settle_s: pause before each runner's turn (spinning threads of the runner before go to sleep).
         threads: recorded (the runners were created with it).
         reference: runner name the ratios are over (default: the first PyTorch runner, else the first runner).
         progress: show a progress bar.
@@ -215,6 +220,7 @@ def benchmark(
     inputs = {(b, s): _batches(tokenizer, texts, b, s, warmup + repeats) for s in seq_lengths for b in batch_sizes}
     low = min(min_rounds or rounds, rounds)
     plan = {"max_rounds": rounds, "min_rounds": low, "ratio_spread": ratio_spread, "warmup": warmup}
+    plan["settle_s"] = settle_s
     plan |= {"reference": reference, "can_reset": reset_peak()}
     bar = progress_bar(total=rounds * len(inputs) * len(runners), desc="benchmark", unit="run", disable=not progress)
     with gc_frozen():
@@ -261,6 +267,7 @@ def _settings(
         "max_rounds": plan["max_rounds"],
         "ratio_spread_target": plan["ratio_spread"],
         "ratio_spread": spread,
+        "settle_s": plan["settle_s"],
         "threads": threads,
         "texts": n_texts,
         "memory_method": "RSS the model added when loaded and run once (load_rss_mb) + the largest peak-RSS "

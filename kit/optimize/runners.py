@@ -121,13 +121,14 @@ class Runner:
         return self.fn(batch)
 
 
-def load_runner(path: str | Path, threads: int, name: str | None = None) -> Runner:
+def load_runner(path: str | Path, threads: int, name: str | None = None, *, spinning: bool = False) -> Runner:
     """Load a PyTorch HF model directory or an ONNX model (file, or directory holding model.onnx).
 
     Args:
         path: model directory or .onnx file.
         threads: intra-op threads (torch.set_num_threads / ORT intra_op_num_threads), the same for every runner.
         name: display name (default: pytorch_<dir> for PyTorch, the file stem for ONNX).
+        spinning: ONNX Runtime's idle threads spin, as in the server's session (`serve.ort_spinning`).
 
     Raises:
         KitError: the path is neither.
@@ -141,7 +142,7 @@ def load_runner(path: str | Path, threads: int, name: str | None = None) -> Runn
         trim()
         before = rss_mb()
         # The server's own session (kit.serve.model): what is measured here is what gets served.
-        sess = make_session(path, threads)
+        sess = make_session(path, threads, spinning=spinning)
         fn = lambda b: session_logits(sess, b)  # noqa: E731
         _touch(fn)
         trim()

@@ -210,8 +210,9 @@ def create_app(model_dir: str | Path, params: ServeParams | None = None, *, span
         try:
             t0 = time.perf_counter()
             plog = p.prediction_log
+            pooled = plog.enabled and plog.embeddings
             load = functools.partial(
-                OnnxTextClassifier, meta, p.threads, pooled=plog.enabled and plog.embeddings, counts=plog.enabled
+                OnnxTextClassifier, meta, p.threads, pooled=pooled, counts=plog.enabled, spinning=p.ort_spinning
             )
             model = await loop.run_in_executor(batcher.executor, load)
             if plog.enabled:  # loads the tokenizer and starts the writer thread: off the event loop too

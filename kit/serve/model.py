@@ -85,13 +85,14 @@ def read_model_dir(model_dir: str | Path, default_max_length: int) -> ModelMeta:
 
 
 # ------------------------------------------------------------------------------------------------ ONNX Runtime
-def make_session(path: str | Path | bytes, threads: int, *, gpu: bool = False) -> Any:
+def make_session(path: str | Path | bytes, threads: int, *, gpu: bool = False, spinning: bool = False) -> Any:
     """The ONNX Runtime session the server runs (and the optimize stage measures): fixed intra-op threads.
 
     Args:
         path: the .onnx file, or a serialized model (a graph edited in memory, e.g. with its pooled output added).
         threads: intra-op threads; inter-op is 1 (one inference at a time: a BERT graph is a chain).
         gpu: run on CUDA (fp16 variants), falling back to the CPU for ops CUDA lacks.
+        spinning: idle intra-op threads spin rather than sleep (`serve.ort_spinning`).
     """
     import onnxruntime as ort
 
@@ -101,8 +102,9 @@ def make_session(path: str | Path | bytes, threads: int, *, gpu: bool = False) -
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
-    # Idle ORT threads spin by default, burning the cores the event loop and tokenizer need between batches.
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Spinning threads answer the next op sooner but burn a core between ops and batches, which the event loop and
+    # tokenizer may need: which wins depends on the machine (serve.ort_spinning).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
     model = path if isinstance(path, bytes) else str(path)
     return ort.InferenceSession(model, sess_options=so, providers=providers)
@@ -185,13 +187,16 @@ class OnnxTextClassifier:
     """Tokenise a batch (padded to its longest text only) and run the ONNX classifier; returns probabilities and,
     when built with `pooled=True`, the pooled sentence embeddings the classification head read."""
 
-    def __init__(self, meta: ModelMeta, threads: int, *, pooled: bool = False, counts: bool = False):
+    def __init__(
+        self, meta: ModelMeta, threads: int, *, pooled: bool = False, counts: bool = False, spinning: bool = False
+    ):
         """Args:
         meta: from `read_model_dir`.
         threads: ONNX Runtime intra-op threads.
         pooled: also return the pooled embedding: the serving graph's `pooled` output, else the pooler's tensor
             added as an output in memory (that needs the `onnx` package).
         counts: also return each text's token figures (`TokenCounter`) from the batch it ran.
+        spinning: ONNX Runtime's idle threads spin (`make_session`).
 
         Raises:
             ModelDirError: the tokenizer or the ONNX graph cannot be loaded, the graph's output width differs
@@ -206,14 +211,14 @@ class OnnxTextClassifier:
         self._pad_type_id = int(self.tokenizer.padding["pad_type_id"])
         self.pooled_name: str | None = None
         self.counter = TokenCounter(self.tokenizer) if counts else None
-        self.session = _session(d / "model.onnx", threads)
+        self.session = _session(d / "model.onnx", threads, spinning=spinning)
         if pooled and POOLED_NAME in {o.name for o in self.session.get_outputs()}:
             self.pooled_name = POOLED_NAME  # the optimize stage's serving graph declares it: no `onnx` needed
         elif pooled:
             from kit.serve.pooled import graph_with_pooled_output  # imports onnx: a graph made elsewhere
 
             source, self.pooled_name = graph_with_pooled_output(d / "model.onnx")
-            self.session = _session(source, threads, d / "model.onnx")
+            self.session = _session(source, threads, d / "model.onnx", spinning=spinning)
         self.input_names = [i.name for i in self.session.get_inputs()]
         unknown = set(self.input_names) - set(INPUT_NAMES)
         if unknown or "input_ids" not in self.input_names:
@@ -271,10 +276,10 @@ class OnnxTextClassifier:
         return _softmax(np.asarray(logits, dtype=np.float32)), np.asarray(pooled, dtype=np.float32), counts
 
 
-def _session(source: Path | bytes, threads: int, path: Path | None = None) -> Any:
+def _session(source: Path | bytes, threads: int, path: Path | None = None, *, spinning: bool = False) -> Any:
     """An ORT session of a file (or of `path`'s graph edited in memory), its failure named by the file."""
     try:
-        return make_session(source, threads)
+        return make_session(source, threads, spinning=spinning)
     except Exception as exc:
         raise ModelDirError(f"{path if path is not None else source!s}: cannot load ONNX model: {exc}") from None
 
