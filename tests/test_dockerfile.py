@@ -95,7 +95,7 @@ def test_serve_requirements_are_pinned_from_the_lock_and_torch_free():
     assert len(serve) == len(lines), "every requirement must be an exact == pin"
     assert {k: v for k, v in serve.items() if lock.get(k) != v} == {}, "pins differ from requirements.lock"
     for needed in ("onnxruntime", "tokenizers", "fastapi", "uvicorn", "prometheus-client", "numpy", "pydantic",
-                   "pyyaml", "typer", "opentelemetry-sdk", "pyarrow"):  # fmt: skip
+                   "pyyaml", "typer", "opentelemetry-sdk", "pyarrow", "orjson"):  # fmt: skip
         assert needed in serve, needed
     for heavy in ("torch", "transformers", "accelerate", "pandas", "scikit-learn", "onnx", "papermill"):
         assert heavy not in serve, heavy

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ from kit.serve.app import create_app
 from kit.serve.model import OnnxTextClassifier, read_model_dir
 from kit.serve.pooled import pooled_output_name
 from kit.serve.predlog import LogSettings, PredictionLogError, decode_embeddings, encode_embedding
+from kit.serve.predrecord import encode_embeddings
 from kit.serve.textfeatures import load_feature_tokenizer, text_features
 from tests.fixtures_serve import SAMPLE_TEXTS, ServerProcess, build_tiny_serving_dir, in_process, serve_params
 
@@ -103,6 +105,13 @@ def test_raw_text_only_when_allowed_and_metrics_count_records(serving_dir: Path,
     lines = sorted(_closed_lines(tmp_path / "logs"), key=lambda d: d["request_id"])
     assert [(d["request_id"], d["text"]) for d in lines] == [("abc-0", texts[0]), ("abc-1", texts[1]), ("abc-2", "x")]
     assert all("embedding" not in d for d in lines)  # serve.prediction_log.embeddings off
+    # Compact UTF-8 lines (no escapes), each stamped when its request was answered: UTC, milliseconds.
+    raw = b"".join(f.read_bytes() for f in (tmp_path / "logs").glob("*.jsonl"))
+    assert "émoji 🙂".encode() in raw and b'": ' not in raw and raw.count(b"\n") == 3
+    for d in lines:
+        stamp = datetime.fromisoformat(d["time"])
+        assert stamp.utcoffset() == timedelta(0) and len(d["time"].split(".")[1]) == len("123+00:00")
+        assert abs((datetime.now(UTC) - stamp).total_seconds()) < 120
 
 
 def test_request_ids_are_validated_and_echoed(serving_dir: Path, tmp_path: Path) -> None:
@@ -208,6 +217,7 @@ def test_embeddings_round_trip_as_float16_and_bad_values_name_their_row() -> Non
     rng = np.random.default_rng(0)
     vecs = rng.uniform(-1, 1, size=(5, 384)).astype(np.float32)
     encoded = [encode_embedding(v) for v in vecs]
+    assert encode_embeddings(list(vecs)) == encoded  # the writer's batch form
     assert all(len(e) == 1024 for e in encoded)  # 384 float16 values: 768 bytes, 1024 base64 characters
     back = decode_embeddings(encoded)
     assert back is not None and back.dtype == np.float32 and back.shape == (5, 384)

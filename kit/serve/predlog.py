@@ -3,7 +3,6 @@ raw text only on request), computed and written off the request path to rotating
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import threading
@@ -14,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from kit.core.params import PredictionLogParams
@@ -23,6 +23,8 @@ from kit.serve.predrecord import (
     PredictionRecord,
     decode_embeddings,
     encode_embedding,
+    encode_embeddings,
+    iso_time,
     make_record,
     utc_now,
 )
@@ -43,6 +45,8 @@ __all__ = [
 ]
 
 _FIELDS = tuple(f.name for f in fields(PredictionRecord))
+# orjson: the writer thread holds the GIL the server's threads need, and the stdlib's encoder was half its time.
+_JSON_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
 
 LOG_SUFFIX, OPEN_SUFFIX = ".jsonl", ".jsonl.open"
 
@@ -107,7 +111,7 @@ class PredictionLogWriter:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
         self._file_path: Path | None = None
         self._file_records = self._file_bytes = 0
         self._opened_at = 0.0
@@ -206,37 +210,43 @@ class PredictionLogWriter:
                 break
         return batch
 
-    def _complete(self, batch: list[PredictionRecord | PendingRecord]) -> list[PredictionRecord]:
-        out = []
+    def _rows(self, batch: list[PredictionRecord | PendingRecord]) -> list[dict[str, object]]:
+        """Each record as the dict its JSON line holds (field order as PredictionRecord's). The writer thread holds
+        the GIL the server's threads need while it works, so this is the cheap path: dicts built directly, every
+        pending embedding converted to float16 in one call."""
+        pending = [r.embedding for r in batch if isinstance(r, PendingRecord) and r.embedding is not None]
+        halves = iter(encode_embeddings(pending)) if pending else iter(())
+        rows = []
         for r in batch:
             if isinstance(r, PredictionRecord):
-                out.append(r)
-                continue
-            out.append(PredictionRecord(
-                request_id=r.request_id, time=r.time, text_hash=text_hash(r.text), length_chars=len(r.text),
-                length_tokens=r.length_tokens, unk_rate=r.unk_rate, subword_rate=r.subword_rate, label=r.label,
-                confidence=r.confidence, latency_ms=r.latency_ms, model_version=r.model_version, text=r.text,
-                embedding=None if r.embedding is None else encode_embedding(r.embedding),
-            ))  # fmt: skip
-        return out
+                row = {name: getattr(r, name) for name in _FIELDS}  # asdict deep-copies: 10x slower
+            else:
+                row = {
+                    "request_id": r.request_id, "time": iso_time(r.timestamp), "text_hash": text_hash(r.text),
+                    "length_chars": len(r.text), "length_tokens": r.length_tokens, "unk_rate": r.unk_rate,
+                    "subword_rate": r.subword_rate, "label": r.label, "confidence": r.confidence,
+                    "latency_ms": r.latency_ms, "model_version": r.model_version, "text": r.text,
+                    "embedding": None if r.embedding is None else next(halves),
+                }  # fmt: skip
+            if not self.settings.log_text:
+                del row["text"]
+            if row["embedding"] is None:  # lines stay as they were for servers that log no embeddings
+                del row["embedding"]
+            rows.append(row)
+        return rows
 
     def _write(self, batch: list[PredictionRecord | PendingRecord]) -> None:
         s = self.settings
         done = 0
         try:
-            for rec in self._complete(batch):
-                row = {name: getattr(rec, name) for name in _FIELDS}  # asdict deep-copies: 10x slower
-                if not s.log_text:
-                    row.pop("text")
-                if row["embedding"] is None:  # lines stay as they were for servers that log no embeddings
-                    row.pop("embedding")
-                line = json.dumps(row, separators=(",", ":"), ensure_ascii=False) + "\n"
+            for row in self._rows(batch):
+                line = orjson.dumps(row, option=_JSON_OPTIONS)  # compact, UTF-8, one line
                 if self._file is None:
                     self._open()
                 assert self._file is not None
                 self._file.write(line)
                 self._file_records += 1
-                self._file_bytes += len(line.encode("utf-8"))
+                self._file_bytes += len(line)
                 done += 1
                 if self._file_records >= s.max_records or self._file_bytes >= s.max_bytes:
                     self._rotate()
@@ -251,7 +261,7 @@ class PredictionLogWriter:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         name = f"{self.settings.prefix}-{stamp}-{os.getpid()}-{self._seq:06d}"
         self._file_path = self.settings.directory / f".{name}{OPEN_SUFFIX}"
-        self._file = open(self._file_path, "w", encoding="utf-8")  # noqa: SIM115 - kept open across batches
+        self._file = open(self._file_path, "wb")  # noqa: SIM115 - kept open across batches
         self._file_records = self._file_bytes = 0
         self._opened_at = time.monotonic()
 

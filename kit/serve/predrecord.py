@@ -22,6 +22,8 @@ __all__ = [
     "make_record",
     "utc_now",
     "encode_embedding",
+    "encode_embeddings",
+    "iso_time",
     "decode_embeddings",
     "EMBEDDING_DTYPE",
 ]
@@ -37,6 +39,11 @@ class PredictionLogError(KitError):
 def utc_now() -> str:
     """The current time as a UTC ISO-8601 string (the record's `time`)."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def iso_time(timestamp: float) -> str:
+    """A Unix timestamp (`time.time()`) as `utc_now` writes it: UTC ISO-8601, milliseconds."""
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +69,11 @@ class PredictionRecord:
 @dataclass(frozen=True, slots=True)
 class PendingRecord:
     """A prediction as the server enqueues it: the raw text, its token figures from the model's own batch and the
-    embedding row, so that hashing and encoding happen in the writer thread, not on the request path."""
+    embedding row, so that hashing, encoding and formatting the time happen in the writer thread, not on the
+    request path. `timestamp` is `time.time()` when the request was answered."""
 
     request_id: str
-    time: str
+    timestamp: float
     text: str
     label: str
     confidence: float
@@ -113,6 +121,12 @@ def encode_embedding(vec: np.ndarray) -> str:
     """
     arr = np.asarray(vec, dtype=np.float32).reshape(-1).astype(EMBEDDING_DTYPE)
     return base64.b64encode(arr.tobytes()).decode("ascii")
+
+
+def encode_embeddings(vecs: Sequence[np.ndarray]) -> list[str]:
+    """`encode_embedding` of each of several vectors of one dimension, converted to float16 in one call."""
+    arr = np.asarray(vecs, dtype=np.float32).reshape(len(vecs), -1).astype(EMBEDDING_DTYPE)
+    return [binascii.b2a_base64(row.tobytes(), newline=False).decode("ascii") for row in arr]
 
 
 def _is_missing(value: object) -> bool:

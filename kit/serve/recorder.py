@@ -4,6 +4,7 @@ answered request to; it only enqueues, the log's writer thread tokenizes, encode
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from kit.core.params import PredictionLogParams
-from kit.serve.predlog import LogSettings, PendingRecord, PredictionLogWriter, utc_now
+from kit.serve.predlog import LogSettings, PendingRecord, PredictionLogWriter
 
 __all__ = ["REQUEST_ID_HEADER", "request_id", "record_ids", "PredictionRecorder"]
 
@@ -88,10 +89,10 @@ class PredictionRecorder:
         Returns:
             How many records were accepted.
         """
-        now = utc_now()
+        now = time.time()
         rows = pooled if self.embeddings and pooled is not None else [None] * len(texts)
         return self.writer.log([
-            PendingRecord(request_id=i, time=now, text=t, label=lab, confidence=float(c), latency_ms=latency_ms,
+            PendingRecord(request_id=i, timestamp=now, text=t, label=lab, confidence=float(c), latency_ms=latency_ms,
                           model_version=self.model_version, length_tokens=int(k[0]), unk_rate=float(k[1]),
                           subword_rate=float(k[2]), embedding=e)
             for i, t, lab, c, e, k in zip(record_ids(rid, len(texts)), texts, labels, confidences, rows,
