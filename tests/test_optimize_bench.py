@@ -116,6 +116,25 @@ def test_rounds_stop_when_ratios_agree_and_never_pass_the_most(tiny_model):  # n
     assert (capped["settings"]["rounds"], capped["settings"]["min_rounds"]) == (1, 1)
 
 
+def test_onnx_runners_spin_only_when_asked(onnx_files, monkeypatch):
+    import kit.optimize.runners as runners_module
+
+    seen: list[str] = []
+    real = runners_module.make_session
+
+    def spy(*args, **kwargs):
+        sess = real(*args, **kwargs)
+        seen.append(sess.get_session_options().get_session_config_entry("session.intra_op.allow_spinning"))
+        return sess
+
+    monkeypatch.setattr(runners_module, "make_session", spy)
+    path = onnx_files["onnx_int8"]
+    for spinning in (True, False):
+        assert load_runner(path, 1, spinning=spinning).kind == "onnx"
+    assert load_runner(path, 1).kind == "onnx"  # the library call's default: no spinning
+    assert seen == ["1", "0", "0"]
+
+
 def test_every_turn_settles_before_its_warm_up(tiny_model, monkeypatch):  # noqa: F811
     import kit.optimize.bench as bench_module
 

@@ -326,12 +326,18 @@ class OptimizeParams(_Section):
         description="Stop once every variant's per-round speed ratios lie within this fraction of their median "
         "((max - min) / median, over every batch size and length). None: always run bench_rounds.",
     )
+    ort_spinning: bool = Field(
+        True,
+        description="ONNX Runtime's idle intra-op threads spin in the accuracy pass and the benchmark, as the library "
+        "ships, as PyTorch's OpenMP threads do. The server's own setting is serve.ort_spinning (off by default: "
+        "spinning threads make the CPU a load-independent reading, which CPU-based autoscaling cannot use).",
+    )
     bench_settle_s: float = Field(
         0.1,
         ge=0,
         le=10,
         description="Pause before each variant's turn, so the idle threads of the variant before it (ONNX Runtime's "
-        "spin for tens of ms after their last op, see serve.ort_spinning) are asleep when its timing starts.",
+        "spin for tens of ms after their last op, see ort_spinning) are asleep when its timing starts.",
     )
     bench_texts: int = Field(2000, ge=1, description="Test texts the benchmark batches are drawn from.")
     eval_rows: int | None = Field(None, ge=1, description="Test rows for accuracy (None: the whole test split).")
@@ -405,9 +411,10 @@ class ServeParams(_Section):
     ort_spinning: bool = Field(
         False,
         description="Let ONNX Runtime's idle intra-op threads spin between ops instead of sleeping (the library's "
-        "own default). Machine-dependent: on one Intel Xeon it made the server 5-29% faster and batch-1 runs 1.5x "
-        "faster; on one AMD EPYC the spinning threads took the event loop's core and it was slower. The optimize "
-        "stage's benchmark runs its ONNX variants with the same setting. Measure before you change it "
+        "own default). On one Intel Xeon it made the server 5-29% faster, but the server then read 1.9 of 2 cores "
+        "at every load, from 1 client up, so a CPU-based HorizontalPodAutoscaler would scale to its maximum. On one "
+        "AMD EPYC the spinning threads took the event loop's core and it was slower. Turn it on only with "
+        "autoscaling on concurrency (Knative) or fixed replicas, and measure it on your machine "
         "(docs/stages/serve.md).",
     )
     max_length: int = Field(

@@ -128,7 +128,7 @@ def load_runner(path: str | Path, threads: int, name: str | None = None, *, spin
         path: model directory or .onnx file.
         threads: intra-op threads (torch.set_num_threads / ORT intra_op_num_threads), the same for every runner.
         name: display name (default: pytorch_<dir> for PyTorch, the file stem for ONNX).
-        spinning: ONNX Runtime's idle threads spin, as in the server's session (`serve.ort_spinning`).
+        spinning: ONNX Runtime's idle threads spin (`optimize.ort_spinning`; the server's is `serve.ort_spinning`).
 
     Raises:
         KitError: the path is neither.

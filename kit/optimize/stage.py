@@ -33,7 +33,7 @@ def _measure(
     o, finetune = params.optimize, root / LAYOUT.finetune_dir
     with timer.step("load runners"), gc_frozen():
         runners: list[Runner] = [load_runner(finetune, o.threads, REFERENCE)]
-        runners += [load_runner(v.path, o.threads, v.name, spinning=params.serve.ort_spinning) for v in variants]
+        runners += [load_runner(v.path, o.threads, v.name, spinning=o.ort_spinning) for v in variants]
     texts, labels = read_texts(root / LAYOUT.split("test"))
     n_eval = o.eval_rows or len(texts)
     # The server's tokenizer and padding for every runner, PyTorch included: all see the same inputs.

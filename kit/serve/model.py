@@ -103,7 +103,7 @@ def make_session(path: str | Path | bytes, threads: int, *, gpu: bool = False, s
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     # Spinning threads answer the next op sooner but burn a core between ops and batches, which the event loop and
-    # tokenizer may need: which wins depends on the machine (serve.ort_spinning).
+    # tokenizer may need (which wins depends on the machine), and keep the CPU reading high at any load.
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
     model = path if isinstance(path, bytes) else str(path)
