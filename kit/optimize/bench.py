@@ -220,8 +220,7 @@ def benchmark(
     inputs = {(b, s): _batches(tokenizer, texts, b, s, warmup + repeats) for s in seq_lengths for b in batch_sizes}
     low = min(min_rounds or rounds, rounds)
     plan = {"max_rounds": rounds, "min_rounds": low, "ratio_spread": ratio_spread, "warmup": warmup}
-    plan["settle_s"] = settle_s
-    plan |= {"reference": reference, "can_reset": reset_peak()}
+    plan |= {"settle_s": settle_s, "reference": reference, "can_reset": reset_peak()}
     bar = progress_bar(total=rounds * len(inputs) * len(runners), desc="benchmark", unit="run", disable=not progress)
     with gc_frozen():
         acc, done, spread = _rounds(runners, inputs, plan, bar)

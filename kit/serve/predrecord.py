@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,7 +39,7 @@ class PredictionLogError(KitError):
 
 def utc_now() -> str:
     """The current time as a UTC ISO-8601 string (the record's `time`)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return iso_time(time.time())
 
 
 def iso_time(timestamp: float) -> str:
@@ -119,8 +120,7 @@ def encode_embedding(vec: np.ndarray) -> str:
     Returns:
         ASCII base64 text; `decode_embeddings` reads it back as float32.
     """
-    arr = np.asarray(vec, dtype=np.float32).reshape(-1).astype(EMBEDDING_DTYPE)
-    return base64.b64encode(arr.tobytes()).decode("ascii")
+    return encode_embeddings([np.asarray(vec).reshape(-1)])[0]
 
 
 def encode_embeddings(vecs: Sequence[np.ndarray]) -> list[str]:
