@@ -210,7 +210,9 @@ def test_run_loadtest_end_to_end_on_a_tiny_model(tmp_path):
     assert rep["bare"]["batch_over_unbatched"] == pytest.approx(
         rep["bare"]["throughput_rps"] / rep["bare"]["unbatched"]["throughput_rps"], abs=2e-3
     )
-    assert rep["config"]["serve"] == {"max_batch_size": 4, "max_delay_ms": 2.0, "batch_wait": "adaptive", "threads": 1}
+    assert rep["config"]["serve"] == {
+        "max_batch_size": 4, "max_delay_ms": 2.0, "batch_wait": "adaptive", "threads": 1, "ort_spinning": False
+    }  # fmt: skip
     assert rep["server_over_bare"] == pytest.approx(
         rep["levels"][1]["throughput_rps"] / rep["bare_throughput_rps"], abs=2e-3
     )
@@ -259,19 +261,24 @@ def test_deploy_params_reject_inconsistent_levels():
         DeployParams(concurrency_levels=[1, 2], ratio_concurrency=None, nobatch_levels=[4])
 
 
+async def _read_request(reader: asyncio.StreamReader) -> tuple[dict[bytes, bytes], bytes] | None:
+    """One HTTP/1.1 request off a test server's stream: (lower-cased headers, body), None once the client hung up."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(b":") for ln in head.split(b"\r\n")[1:] if ln)}
+    return headers, await reader.readexactly(int(headers[b"content-length"]))
+
+
 def test_raw_connection_reads_chunked_and_reconnects():
     from kit.deploy.loadclient import _Connection
 
     seen = []
 
     async def handle(reader, writer):
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError:
-                break
-            n = int([ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")][0].split(b":")[1])
-            body = await reader.readexactly(n)
+        while (request := await _read_request(reader)) is not None:
+            body = request[1]
             seen.append(body)
             if b'"a"' in body:  # chunked body, keep the connection
                 writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
@@ -297,3 +304,38 @@ def test_raw_connection_reads_chunked_and_reconnects():
 
     assert asyncio.run(run()) == [200, 503, 200]
     assert seen == [b'{"texts": ["a"]}', b'{"texts": ["b"]}', b'{"texts": ["c"]}']
+
+
+def test_post_all_sends_each_request_once_with_its_headers_and_stops_at_a_refusal():
+    from kit.deploy.loadclient import post_all
+
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def handle(reader, writer):
+        while (request := await _read_request(reader)) is not None:
+            headers, body = request
+            seen.append((headers[b"x-request-id"], body))
+            if body == b"refuse":
+                writer.write(b"HTTP/1.1 422 Unprocessable\r\nContent-Length: 7\r\n\r\nbad one")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+        writer.close()
+
+    async def run(requests):
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await post_all(f"http://127.0.0.1:{port}", requests, concurrency=3, timeout_s=5)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    good = [(b"x-request-id: r%d\r\n" % i, b"%d" % i) for i in range(20)]
+    assert asyncio.run(run(good)) == []
+    assert sorted(seen) == sorted((b"r%d" % i, b"%d" % i) for i in range(20))
+
+    seen.clear()
+    mixed = good[:5] + [(b"x-request-id: r-bad\r\n", b"refuse")] + good[5:]
+    assert asyncio.run(run(mixed)) == [(5, 422, b"bad one")]
+    assert len(seen) < len(mixed)  # the others stopped once one was refused (each worker may finish its request)

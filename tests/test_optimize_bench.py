@@ -155,6 +155,21 @@ def test_every_turn_settles_before_its_warm_up(tiny_model, monkeypatch):  # noqa
         assert [c[0] for c in calls[i + 1 : i + 4]] == ["run"] * 3 and len({c[1] for c in calls[i + 1 : i + 4]}) == 1
 
 
+def test_short_calls_repeat_until_a_turn_lasts_min_turn_s(tiny_model):  # noqa: F811
+    import time
+
+    tok = load_tokenizer(tiny_model / "tokenizer.json", 32)
+    fast, slow = _fake_runner("ref", "pytorch"), _fake_runner("slow")
+    inner = slow.fn
+    slow.fn = lambda b: (time.sleep(0.02), inner(b))[1]  # 20 ms a call: 3 calls already pass 0.05 s
+    out = benchmark([fast, slow], tok, TEXTS, [1], [8], warmup=1, repeats=3, rounds=1, threads=1, progress=False,
+                    measure_peak=False, min_turn_s=0.05)  # fmt: skip
+    samples = {r["variant"]: r["samples"] for r in out["results"]}
+    assert samples["slow"] == 3  # never fewer than repeats, and no more once the turn is long enough
+    assert samples["ref"] > 3  # microsecond calls went round the batches again until 0.05 s of them
+    assert out["settings"]["min_turn_s"] == 0.05
+
+
 def test_spread_is_the_widest_relative_range_of_per_round_ratios():
     from kit.optimize.bench import _spread
 

@@ -339,6 +339,13 @@ class OptimizeParams(_Section):
         description="Pause before each variant's turn, so the idle threads of the variant before it (ONNX Runtime's "
         "spin for tens of ms after their last op, see ort_spinning) are asleep when its timing starts.",
     )
+    bench_min_turn_s: float = Field(
+        0.2,
+        ge=0,
+        le=60,
+        description="A variant's timed calls in one turn add up to at least this many seconds: a short call (batch 1, "
+        "about 1 ms) repeats beyond bench_repeats, so one scheduling hiccup cannot move its median.",
+    )
     bench_texts: int = Field(2000, ge=1, description="Test texts the benchmark batches are drawn from.")
     eval_rows: int | None = Field(None, ge=1, description="Test rows for accuracy (None: the whole test split).")
     eval_batch_size: int = Field(64, ge=1, le=4096, description="Batch size of the accuracy pass.")

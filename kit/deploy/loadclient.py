@@ -7,6 +7,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from kit.core.errors import DeployError
 
-__all__ = ["load_level", "pct", "run_async"]
+__all__ = ["load_level", "pct", "post_all", "run_async"]
 
 
 # ------------------------------------------------------------------------------------------- load level
@@ -78,33 +79,41 @@ class _Connection:
             self.writer.close()
         self.reader = self.writer = None
 
-    async def post(self, body: bytes) -> int:
+    async def post(self, body: bytes, headers: bytes = b"") -> int:
         """Send one request and read the whole response; returns the status (0 on a transport error)."""
-        try:
-            return await asyncio.wait_for(self._post(body), self.timeout_s)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ValueError):
-            self.close()  # a fresh connection next time
-            return 0
+        return (await self.request(body, headers))[0]
 
-    async def _post(self, body: bytes) -> int:
+    async def request(self, body: bytes, headers: bytes = b"") -> tuple[int, bytes]:
+        """Send one request with extra header lines (each ending in CRLF); returns (status, body), (0, reason) on a
+        transport error."""
+        try:
+            return await asyncio.wait_for(self._post(body, headers), self.timeout_s)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
+            self.close()  # a fresh connection next time
+            return 0, repr(e).encode()
+
+    async def _post(self, body: bytes, extra: bytes) -> tuple[int, bytes]:
         if self.writer is None:
             await self._open()
-        self.writer.write(self.head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.writer.write(self.head + extra + b"Content-Length: %d\r\n\r\n" % len(body) + body)
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
         headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+        answer = b""
         if "content-length" in headers:
-            await self.reader.readexactly(int(headers["content-length"]))
+            answer = await self.reader.readexactly(int(headers["content-length"]))
         elif headers.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
             while True:
                 size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                await self.reader.readexactly(size + 2)
+                parts.append((await self.reader.readexactly(size + 2))[:-2])
                 if size == 0:
                     break
+            answer = b"".join(parts)
         if headers.get("connection", "").lower() == "close":
             self.close()
-        return status
+        return status, answer
 
 
 async def _closed_loop(
@@ -202,6 +211,37 @@ def run_async(coro: Any) -> Any:
     if "error" in box:
         raise box["error"]
     return box["result"]
+
+
+async def post_all(url: str, requests: Sequence[tuple[bytes, bytes]], concurrency: int, timeout_s: float = 60.0
+                   ) -> list[tuple[int, int, bytes]]:  # fmt: skip
+    """POST /predict each (extra header lines, body) once, in order, from `concurrency` keep-alive connections (the
+    lean client the load test uses, so the sender takes little of the server's CPU); stops at the first failure.
+
+    Returns:
+        (index, status, answer) of every request not answered 200: empty when all were.
+    """
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    host, port = u.hostname or "127.0.0.1", u.port or 80
+    pending = iter(enumerate(requests))
+    failures: list[tuple[int, int, bytes]] = []
+
+    async def worker() -> None:
+        conn = _Connection(host, port, timeout_s)
+        try:
+            for i, (headers, body) in pending:  # one shared iterator: each request goes out once
+                status, answer = await conn.request(body, headers)
+                if status != 200:
+                    failures.append((i, status, answer))
+                if failures:
+                    return
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return failures
 
 
 def pct(values: np.ndarray, q: float) -> float | None:

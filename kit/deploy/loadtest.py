@@ -222,6 +222,10 @@ def _run_plan(
     return runs, sweep
 
 
+# The serve settings that shape a run's speed, recorded with the figures they produced.
+_SHAPING = ("max_batch_size", "max_delay_ms", "batch_wait", "threads", "ort_spinning")
+
+
 def _config_section(
     serve: dict[str, Any], deploy: Any, n_texts: int, load_before: float, sweep: dict[str, Any]
 ) -> dict[str, Any]:
@@ -230,7 +234,7 @@ def _config_section(
 
     d = deploy
     return {
-        "serve": {k: serve[k] for k in ("max_batch_size", "max_delay_ms", "batch_wait", "threads") if k in serve},
+        "serve": {k: serve[k] for k in _SHAPING if k in serve},
         "concurrency_levels": list(d.concurrency_levels),
         "nobatch_levels": _nobatch_levels(d),
         "sweep": sweep,

@@ -61,9 +61,15 @@ def _check_runners(runners: list[Runner], texts: Sequence[str], reference: str |
 
 
 def _time_runner(
-    r: Runner, batches: list[dict[str, np.ndarray]], warmup: int, can_reset: bool, settle_s: float = 0.0
+    r: Runner,
+    batches: list[dict[str, np.ndarray]],
+    warmup: int,
+    can_reset: bool,
+    settle_s: float = 0.0,
+    min_turn_s: float = 0.0,
 ) -> tuple[list[float], float | None]:
-    """One runner's turn: a `settle_s` pause, `warmup` untimed calls, then one timed call per remaining batch.
+    """One runner's turn: a `settle_s` pause, `warmup` untimed calls, then one timed call per remaining batch, going
+    round those batches again until the timed calls add up to `min_turn_s`.
 
     Returns:
         (seconds per timed call, peak RSS growth in MB over the turn or None where it cannot be measured).
@@ -78,8 +84,12 @@ def _time_runner(
         reset_peak()
     for x in batches[:warmup]:
         r(x)
-    times = []
-    for x in batches[warmup:]:
+    times: list[float] = []
+    timed = batches[warmup:]
+    # A 1 ms call timed 10 times spans 10 ms, which one scheduling hiccup of the machine can fill: short calls are
+    # repeated until the turn is long enough that its median no longer hangs on such a burst.
+    while len(times) < len(timed) or sum(times) < min_turn_s:
+        x = timed[len(times) % len(timed)]
         t = time.perf_counter()
         r(x)
         times.append(time.perf_counter() - t)
@@ -155,7 +165,9 @@ def _rounds(
         for b, s in inputs:
             for r in order:
                 bar.set_postfix_str(f"round {rnd + 1} {r.name} b{b} s{s}", refresh=False)
-                times, extra = _time_runner(r, inputs[(b, s)], plan["warmup"], can_reset, plan["settle_s"])
+                times, extra = _time_runner(
+                    r, inputs[(b, s)], plan["warmup"], can_reset, plan["settle_s"], plan["min_turn_s"]
+                )
                 if extra is not None:
                     acc["extra_mem"][(r.name, b, s)] = max(acc["extra_mem"][(r.name, b, s)], extra)
                 acc["lat"][(r.name, b, s)].extend(times)
@@ -181,6 +193,7 @@ def benchmark(
     min_rounds: int | None = None,
     ratio_spread: float | None = None,
     settle_s: float = 0.0,
+    min_turn_s: float = 0.0,
     threads: int = 2,
     reference: str | None = None,
     progress: bool = True,
@@ -204,6 +217,7 @@ def benchmark(
         ratio_spread: after min_rounds, stop once every runner's per-round ratios lie within this fraction of their
             median ((max - min) / median); None: run all `rounds`.
         settle_s: pause before each runner's turn (spinning threads of the runner before go to sleep).
+        min_turn_s: a turn's timed calls add up to at least this (short calls repeat beyond `repeats`).
         threads: recorded (the runners were created with it).
         reference: runner name the ratios are over (default: the first PyTorch runner, else the first runner).
         progress: show a progress bar.
@@ -220,7 +234,7 @@ def benchmark(
     inputs = {(b, s): _batches(tokenizer, texts, b, s, warmup + repeats) for s in seq_lengths for b in batch_sizes}
     low = min(min_rounds or rounds, rounds)
     plan = {"max_rounds": rounds, "min_rounds": low, "ratio_spread": ratio_spread, "warmup": warmup}
-    plan |= {"settle_s": settle_s, "reference": reference, "can_reset": reset_peak()}
+    plan |= {"settle_s": settle_s, "min_turn_s": min_turn_s, "reference": reference, "can_reset": reset_peak()}
     bar = progress_bar(total=rounds * len(inputs) * len(runners), desc="benchmark", unit="run", disable=not progress)
     with gc_frozen():
         acc, done, spread = _rounds(runners, inputs, plan, bar)
@@ -267,6 +281,7 @@ def _settings(
         "ratio_spread_target": plan["ratio_spread"],
         "ratio_spread": spread,
         "settle_s": plan["settle_s"],
+        "min_turn_s": plan["min_turn_s"],
         "threads": threads,
         "texts": n_texts,
         "memory_method": "RSS the model added when loaded and run once (load_rss_mb) + the largest peak-RSS "

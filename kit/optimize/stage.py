@@ -58,6 +58,7 @@ def _measure(
             min_rounds=o.bench_min_rounds,
             ratio_spread=o.bench_ratio_spread,
             settle_s=o.bench_settle_s,
+            min_turn_s=o.bench_min_turn_s,
             threads=o.threads,
             reference=REFERENCE,
             root=root,
