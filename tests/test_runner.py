@@ -100,3 +100,35 @@ def test_console_shows_the_kernels_progress_lines_and_step_summaries(tmp_path, s
     assert "auto bar is a widget: True" in err and "kit bar is a widget: True" in err
     text = "".join(str(o) for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []))
     assert "IProgress" not in text and "TqdmWarning" not in text
+
+
+def test_a_kernel_that_died_as_it_started_is_started_again_and_other_failures_are_not(capsys):
+    from kit.core.runner import KERNEL_START_TRIES, _execute
+
+    calls: list[str] = []
+
+    def flaky(path, **kw):  # the second queued kernel lost the race for its port, once
+        calls.append(path)
+        if len(calls) == 1:
+            raise RuntimeError("Kernel died before replying to kernel_info")
+
+    _execute(flaky, "nb.ipynb", kernel_name="kit")
+    assert calls == ["nb.ipynb", "nb.ipynb"] and "try 2 of" in capsys.readouterr().err
+
+    def broken(path, **kw):
+        calls.append(path)
+        raise RuntimeError("something else")
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="something else"):
+        _execute(broken, "nb.ipynb")
+    assert calls == ["nb.ipynb"]  # not retried
+
+    def dead(path, **kw):
+        calls.append(path)
+        raise RuntimeError("Kernel died before replying to kernel_info")
+
+    calls.clear()
+    with pytest.raises(RuntimeError, match="Kernel died"):
+        _execute(dead, "nb.ipynb")
+    assert len(calls) == KERNEL_START_TRIES

@@ -9,8 +9,10 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kit.core.errors import KitError, NotebookError, UnknownParameterError
 from kit.core.headline import HEADLINES, write_headline, write_stage_time
@@ -97,6 +99,26 @@ def _relative_metadata(notebook: Path, root: Path) -> None:
         write_text(notebook, nbformat.writes(nb))
 
 
+_KERNEL_DIED = "Kernel died before replying to kernel_info"
+KERNEL_START_TRIES = 3
+
+
+def _execute(execute: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """papermill's execute_notebook, started again when the kernel died before it answered (no cell had run): two
+    kernels started at once, as `dvc queue start -j 2` does, can be handed the same free TCP port by jupyter_client,
+    and the second dies with "Address already in use". Any other failure is raised at once."""
+    for attempt in range(1, KERNEL_START_TRIES + 1):
+        try:
+            execute(*args, **kwargs)
+            return
+        except RuntimeError as exc:
+            if _KERNEL_DIED not in str(exc) or attempt == KERNEL_START_TRIES:
+                raise
+            print(f"the kernel died as it started ({exc}); starting another, try {attempt + 1} of "
+                  f"{KERNEL_START_TRIES}", file=sys.stderr)  # fmt: skip
+            time.sleep(0.5 * attempt)
+
+
 def run_stage(name: str, params_file: str | Path = "params.yaml", root: str | Path | None = None) -> Path:
     """Validate params, then execute the stage notebook with papermill.
 
@@ -150,7 +172,8 @@ def run_stage(name: str, params_file: str | Path = "params.yaml", root: str | Pa
     os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [kernels.name, os.environ.get("JUPYTER_PATH")]))
     start = time.perf_counter()
     try:
-        pm.execute_notebook(
+        _execute(
+            pm.execute_notebook,
             str(notebook),
             str(output),
             parameters=parameters,
