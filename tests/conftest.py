@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,23 @@ def run_env() -> dict[str, str]:
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONHASHSEED"] = "0"
     return env
+
+
+@dataclass(frozen=True)
+class BuiltSite:
+    path: Path
+    build_s: float  # wall time of the build
+
+
+@pytest.fixture(scope="session")
+def docs_site(tmp_path_factory) -> BuiltSite:
+    """The docs site built once per run, as `make docs` builds it: test_docs.py reads its pages and
+    test_docs_browser.py serves it to Chromium (one build of about 25 s instead of two)."""
+    if shutil.which("dot") is None:
+        pytest.fail("graphviz `dot` is missing: .ci/run installs Debian's graphviz (the docs draw the pipeline)")
+    dest = tmp_path_factory.mktemp("docs") / "site"
+    start = time.perf_counter()
+    res = subprocess.run(["mkdocs", "build", "--strict", "-q", "-d", str(dest)], cwd=REPO, capture_output=True,
+                         text=True, env=run_env())  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    return BuiltSite(dest, time.perf_counter() - start)

@@ -9,9 +9,7 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,13 +18,12 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.conftest import REPO, run_env
+from tests.conftest import REPO
 
 __all__ = [
     "NavPage",
     "PageWatch",
     "artefacts_dir",
-    "build_site",
     "built_file",
     "chromium_path",
     "nav_pages",
@@ -90,16 +87,6 @@ class PageWatch:
 
 def _mentions(text: str, urls: tuple[str, ...]) -> bool:
     return "ERR_BLOCKED_BY_CLIENT" in text and any(u in text for u in urls)
-
-
-def build_site(dest: Path) -> float:
-    """`mkdocs build --strict` of the project into dest; returns the build's wall time in seconds."""
-    start = time.perf_counter()
-    res = subprocess.run(
-        ["mkdocs", "build", "--strict", "-q", "-d", str(dest)], cwd=REPO, capture_output=True, text=True, env=run_env()
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    return time.perf_counter() - start
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

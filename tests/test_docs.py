@@ -8,7 +8,6 @@ import hashlib
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import nbformat
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_env
+from tests.conftest import REPO
 
 STAGES = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
 
@@ -33,18 +32,9 @@ def _hooks():
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
+def site(docs_site) -> Path:
     """The site built once, as `make docs` builds it (the one build every site check below reads)."""
-    if shutil.which("dot") is None:
-        pytest.fail(
-            "graphviz `dot` is missing: .ci/run installs Debian's graphviz (the docs draw the pipeline with it)"
-        )
-    out = tmp_path_factory.mktemp("docs") / "site"
-    res = subprocess.run(
-        ["mkdocs", "build", "--strict", "-d", str(out)], cwd=REPO, capture_output=True, text=True, env=run_env()
-    )
-    assert res.returncode == 0, res.stdout + res.stderr
-    return out
+    return docs_site.path
 
 
 def test_mkdocs_build_strict(site):

@@ -12,7 +12,6 @@ from tests.fixtures_browser import (
     NavPage,
     PageWatch,
     artefacts_dir,
-    build_site,
     chromium_path,
     nav_pages,
     notebook_image_outputs,
@@ -66,9 +65,8 @@ def _say(request: pytest.FixtureRequest, line: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, request):
-    dest = tmp_path_factory.mktemp("docs") / "site"
-    build_s = build_site(dest)
+def site(docs_site, request):
+    dest, build_s = docs_site.path, docs_site.build_s
     _say(request, f"docs site: mkdocs build --strict took {build_s:.1f} s")
     with serve(dest) as base:
         built = Site(base, dest, nav_pages(), build_s)
