@@ -1,8 +1,9 @@
 """End to end: `dvc repro` on tiny params in a temp copy of the repo, then what a second run and param edits rerun.
-Also runs every stage notebook under nbval (--nbval-lax) in such a copy."""
+Also runs every stage notebook's set-up as committed (nothing injected) under nbval in such a copy."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -130,10 +131,40 @@ def test_data_param_makes_data_rerun_and_everything_downstream_stale(project):
     assert stale["finetune"][0]["changed deps"]["data/train.parquet"] == "modified", stale
 
 
-def test_notebooks_pass_nbval(tmp_path):
+def _code(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def _names_read(code: str) -> set[str]:
+    return {n.id for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def test_notebooks_run_as_committed_read_params_yaml(tmp_path):
+    """What Run All in JupyterLab does: nothing injected, so each notebook's parameters cell leaves None and its setup
+    cell reads params.yaml. Those cells run under nbval in a plain kernel of this environment, with a last cell
+    checking that the params they load are the ones `kit run` injects (so the stage call and the tables after them,
+    which `dvc repro` runs above, see the same input), and no later cell reads a parameter name itself."""
     proj = copy_project(tmp_path / "proj")
     (proj / "params.yaml").write_text((REPO / "tests/params_tiny.yaml").read_text())
-    notebooks = sorted(str(p.relative_to(proj)) for p in (proj / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    notebooks = sorted((proj / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert [p.stem.split("_", 1)[1] for p in notebooks] == STAGES
+    for path in notebooks:
+        nb = json.loads(path.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert "parameters" in code[0]["metadata"].get("tags", []) and "load_params(" in _code(code[1]), path.name
+        names = {t.id for n in ast.parse(_code(code[0])).body for t in getattr(n, "targets", []) if hasattr(t, "id")}
+        late = {name for c in code[2:] for name in _names_read(_code(c)) & names}
+        assert names and not late, f"{path.name}: cells after the set-up read the injected names {sorted(late)}"
+        check = (f"from kit.core.runner import STAGES, stage_parameters\n"
+                 f"injected = stage_parameters(STAGES[{path.stem.split('_', 1)[1]!r}], load_params(ROOT / 'params.yaml'))\n"
+                 f"assert all(v is None for v in ({', '.join(sorted(names))},))\n"
+                 f"assert P == load_params(ROOT / 'params.yaml', overrides=injected), 'plain and injected params differ'")  # fmt: skip
+        # The set-up up to the statement that loads P (some set-up cells go on to call the stage function).
+        stmt = next(n for n in ast.parse(_code(code[1])).body if "load_params(" in ast.unparse(n))
+        setup = "\n".join(_code(code[1]).splitlines()[: stmt.end_lineno])
+        cells = nb["cells"][: nb["cells"].index(code[1])]
+        nb["cells"] = cells + [{**code[1], "source": setup, "outputs": []}, {**code[1], "source": check, "outputs": []}]
+        path.write_text(json.dumps(nb))
     out = sh(["python", "-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env", "-q",
-              "-o", "addopts=", "-o", "testpaths=", *notebooks], proj)
-    assert re.search(r"\d+ passed", out) and "failed" not in out, out
+              "-o", "addopts=", "-o", "testpaths=", *(str(p.relative_to(proj)) for p in notebooks)], proj)  # fmt: skip
+    assert re.search(rf"{3 * len(notebooks)} passed", out) and "failed" not in out, out
