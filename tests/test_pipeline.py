@@ -16,7 +16,8 @@ import yaml
 from tests.conftest import REPO, copy_project, run_env
 
 pytestmark = pytest.mark.slow
-STAGES = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+SPEC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+STAGES = list(SPEC)
 
 
 def sh(args: list[str], cwd: Path, timeout: int = 900, stdout_only: bool = False) -> str:
@@ -110,10 +111,9 @@ def test_train_param_reruns_finetune_and_later_not_data(project):
 
 def _consumers(stage: str) -> set[str]:
     """Stages of dvc.yaml with a dep among `stage`'s outs (metrics and plots too)."""
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     outs = {next(iter(o)) if isinstance(o, dict) else o
-            for key in ("outs", "metrics", "plots") for o in spec[stage].get(key, [])}  # fmt: skip
-    return {name for name, s in spec.items() if outs & set(s.get("deps", []))}
+            for key in ("outs", "metrics", "plots") for o in SPEC[stage].get(key, [])}  # fmt: skip
+    return {name for name, s in SPEC.items() if outs & set(s.get("deps", []))}
 
 
 def test_data_param_makes_data_rerun_and_everything_downstream_stale(project):
@@ -148,20 +148,21 @@ def test_notebooks_run_as_committed_read_params_yaml(tmp_path):
     (proj / "params.yaml").write_text((REPO / "tests/params_tiny.yaml").read_text())
     notebooks = sorted((proj / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert [p.stem.split("_", 1)[1] for p in notebooks] == STAGES
-    for path in notebooks:
+    for path, stage in zip(notebooks, STAGES, strict=True):
         nb = json.loads(path.read_text())
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-        assert "parameters" in code[0]["metadata"].get("tags", []) and "load_params(" in _code(code[1]), path.name
+        set_up = _code(code[1])
+        assert "parameters" in code[0]["metadata"].get("tags", []) and "load_params(" in set_up, path.name
         names = {t.id for n in ast.parse(_code(code[0])).body for t in getattr(n, "targets", []) if hasattr(t, "id")}
         late = {name for c in code[2:] for name in _names_read(_code(c)) & names}
         assert names and not late, f"{path.name}: cells after the set-up read the injected names {sorted(late)}"
         check = (f"from kit.core.runner import STAGES, stage_parameters\n"
-                 f"injected = stage_parameters(STAGES[{path.stem.split('_', 1)[1]!r}], load_params(ROOT / 'params.yaml'))\n"
+                 f"injected = stage_parameters(STAGES[{stage!r}], load_params(ROOT / 'params.yaml'))\n"
                  f"assert all(v is None for v in ({', '.join(sorted(names))},))\n"
                  f"assert P == load_params(ROOT / 'params.yaml', overrides=injected), 'plain and injected params differ'")  # fmt: skip
         # The set-up up to the statement that loads P (some set-up cells go on to call the stage function).
-        stmt = next(n for n in ast.parse(_code(code[1])).body if "load_params(" in ast.unparse(n))
-        setup = "\n".join(_code(code[1]).splitlines()[: stmt.end_lineno])
+        stmt = next(n for n in ast.parse(set_up).body if "load_params(" in ast.unparse(n))
+        setup = "\n".join(set_up.splitlines()[: stmt.end_lineno])
         cells = nb["cells"][: nb["cells"].index(code[1])]
         nb["cells"] = cells + [{**code[1], "source": setup, "outputs": []}, {**code[1], "source": check, "outputs": []}]
         path.write_text(json.dumps(nb))

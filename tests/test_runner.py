@@ -102,33 +102,31 @@ def test_console_shows_the_kernels_progress_lines_and_step_summaries(tmp_path, s
     assert "IProgress" not in text and "TqdmWarning" not in text
 
 
+def _papermill(calls: list[str], *errors: str):
+    """A stand-in for papermill's execute_notebook that raises RuntimeError(errors[n]) on its n-th call, then succeeds."""
+
+    def execute(path, **kw):
+        calls.append(path)
+        if len(calls) <= len(errors):
+            raise RuntimeError(errors[len(calls) - 1])
+
+    return execute
+
+
 def test_a_kernel_that_died_as_it_started_is_started_again_and_other_failures_are_not(capsys):
     from kit.core.runner import KERNEL_START_TRIES, _execute
 
+    died = "Kernel died before replying to kernel_info"
     calls: list[str] = []
-
-    def flaky(path, **kw):  # the second queued kernel lost the race for its port, once
-        calls.append(path)
-        if len(calls) == 1:
-            raise RuntimeError("Kernel died before replying to kernel_info")
-
-    _execute(flaky, "nb.ipynb", kernel_name="kit")
+    _execute(_papermill(calls, died), "nb.ipynb", kernel_name="kit")  # the second queued kernel lost its port, once
     assert calls == ["nb.ipynb", "nb.ipynb"] and "try 2 of" in capsys.readouterr().err
 
-    def broken(path, **kw):
-        calls.append(path)
-        raise RuntimeError("something else")
-
-    calls.clear()
+    calls = []
     with pytest.raises(RuntimeError, match="something else"):
-        _execute(broken, "nb.ipynb")
+        _execute(_papermill(calls, "something else"), "nb.ipynb")
     assert calls == ["nb.ipynb"]  # not retried
 
-    def dead(path, **kw):
-        calls.append(path)
-        raise RuntimeError("Kernel died before replying to kernel_info")
-
-    calls.clear()
+    calls = []
     with pytest.raises(RuntimeError, match="Kernel died"):
-        _execute(dead, "nb.ipynb")
+        _execute(_papermill(calls, *[died] * KERNEL_START_TRIES), "nb.ipynb")
     assert len(calls) == KERNEL_START_TRIES
