@@ -132,6 +132,18 @@ def _deploy(r: Report) -> str:
     else:  # a report written before goals: its pass/fail targets
         rows = [[k, "yes" if v else "**no**"] for k, v in r.get("targets", {}).items()]
         out += "\n" + _table(["target", "met"], rows)
+    if rep := r.get("replicas"):
+        out += (
+            f"\nReplicas: {rep['replicas']} servers of {rep['threads_per_replica']} thread(s), each pinned to its cores "
+            f"{rep['cores']}, beside the single server (interleaved); best within the p99 target "
+            f"{_num(rep.get('best_rps_within_p99'))} req/s, **{_num(rep.get('replicas_over_bare'), '{:.3f}')}** of the "
+            "bare model.\n\n"
+        )
+        out += _table(
+            ["clients", "replicas req/s", "p99 ms", "single req/s", "p99 ms", "replicas / single"],
+            [[x["concurrency"], _num(x["replicas_rps"]), _num(x["p99_replicas_ms"]), _num(x["single_rps"]),
+              _num(x["p99_single_ms"]), _num(x["ratio"], "{:.3f}")] for x in rep["over_single"]],
+        )  # fmt: skip
     return out
 
 

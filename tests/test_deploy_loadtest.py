@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pytest
+import yaml
 
 from kit.core.errors import DataError, DeployError
 from kit.core.params import DeployParams, ServeParams
@@ -144,7 +146,7 @@ def test_the_plan_stops_a_saturated_sweep_and_alternates_the_servers(monkeypatch
                                                                             "throughput_rps": 100.0})  # fmt: skip
     servers = {k: SimpleNamespace(url=k, pid=None) for k in ("batching", "nobatch")}
     d = DeployParams(concurrency_levels=[4, 8, 16, 24, 32], bare_batch_sizes=[1, 4, 8])
-    runs, sweep = lt._run_plan(servers, None, TEXTS, {"max_batch_size": 4, "threads": 1}, d, progress=False)
+    runs, sweep = lt._run_plan(servers, [], None, TEXTS, {"max_batch_size": 4, "threads": 1}, d, progress=False)
     assert [r["concurrency"] for r in runs["batching"]] == [4, 8, 16, 24, 32]
     assert [r["concurrency"] for r in runs["nobatch"]] == [4, 8, 16, 24]  # 24 added < 3% at a higher p99
     assert sweep["stopped_at"] == {"batching": None, "nobatch": 24} and sweep["skipped"]["nobatch"] == [32]
@@ -226,9 +228,8 @@ def test_run_loadtest_end_to_end_on_a_tiny_model(tmp_path):
     json.dumps(rep)  # the report is plain JSON
     f1, f2 = plot_loadtest(rep)
     assert f1.axes[0].get_xlabel() == "concurrent clients" and len(f2.axes[0].lines) == 3
+    assert rep["replicas"] is None  # serve.threads 1: nothing to split
     # The params files the servers ran with: batching off really means max batch 1.
-    import yaml
-
     nob = yaml.safe_load((tmp_path / "work" / "params_nobatch.yaml").read_text())
     assert nob["serve"]["max_batch_size"] == 1
 
@@ -339,3 +340,75 @@ def test_post_all_sends_each_request_once_with_its_headers_and_stops_at_a_refusa
     mixed = good[:5] + [(b"x-request-id: r-bad\r\n", b"refuse")] + good[5:]
     assert asyncio.run(run(mixed)) == [(5, 422, b"bad one")]
     assert len(seen) < len(mixed)  # the others stopped once one was refused (each worker may finish its request)
+
+
+def test_replica_cores_split_the_servers_threads_or_refuse():
+    from kit.deploy.replicas import core_sets
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip(f"this machine lets the tests use {len(cores)} core; a split needs 2")
+    assert core_sets(2, 1) == [[cores[0]], [cores[1]]]
+    assert core_sets(2, 2) is None and core_sets(3, 2) is None  # one replica, or an uneven split: nothing to compare
+    with pytest.raises(DeployError, match=rf"needs {len(cores) + 1} usable cores, this process may use {len(cores)}"):
+        core_sets(len(cores) + 1, 1)
+
+
+def test_the_plan_runs_the_replicas_at_their_levels_interleaved(monkeypatch):
+    from types import SimpleNamespace
+
+    import kit.deploy.loadtest as lt
+
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(lt, "load_level", lambda url, texts, c, *a: calls.append((url, c)) or _row(c, 100.0, 10.0))
+    monkeypatch.setattr(lt, "load_replicas", lambda hs, texts, c, *a: calls.append(("replicas", c)) or
+                        {**_row(c, 130.0, 12.0), "requests": 1})  # fmt: skip
+    monkeypatch.setattr(lt, "bare_benchmark", lambda *a, bucketing, **k: {"batch_size": a[2], "bucketing": bucketing,
+                                                                            "throughput_rps": 100.0})  # fmt: skip
+    servers = {k: SimpleNamespace(url=k, pid=None) for k in ("batching", "nobatch")}
+    d = DeployParams(concurrency_levels=[4, 8, 16], nobatch_levels=[4], bare_batch_sizes=[1])
+    assert d.replica_levels is None  # the default: goal_gain_concurrency (16)
+    runs, _ = lt._run_plan(servers, [object()], None, TEXTS, {"max_batch_size": 4, "threads": 2}, d, progress=False)
+    assert calls == [("batching", 4), ("nobatch", 4), ("batching", 8), ("batching", 16), ("replicas", 16)]
+    d = DeployParams(concurrency_levels=[4, 8, 16], nobatch_levels=[4], bare_batch_sizes=[1], replica_levels=[4, 8])
+    calls.clear()
+    runs, _ = lt._run_plan(servers, [object()], None, TEXTS, {"max_batch_size": 4, "threads": 2}, d, progress=False)
+    # Which arm goes first alternates by level, replicas included.
+    assert calls[:5] == [("batching", 4), ("nobatch", 4), ("replicas", 4), ("replicas", 8), ("batching", 8)]
+    assert [r["concurrency"] for r in runs["replicas"]] == [4, 8]
+    runs, _ = lt._run_plan(servers, [], None, TEXTS, {"max_batch_size": 4, "threads": 2}, d, progress=False)
+    assert runs["replicas"] == []  # no replicas started (no split): no arm
+    with pytest.raises(ValueError, match=r"must be a subset of deploy.concurrency_levels, not in it: \[16\]"):
+        DeployParams(concurrency_levels=[4, 8], replica_levels=[16])
+
+
+def test_replicas_are_pinned_servers_sharing_the_load(tmp_path):
+    import psutil
+
+    from kit.deploy.replicas import core_sets, load_replicas, replicas_section, start_replicas
+    from kit.deploy.servers import stop_server
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip(f"this machine lets the tests use {len(os.sched_getaffinity(0))} core; replicas need 2")
+    cores = core_sets(2, 1)
+    assert cores is not None
+    serve = ServeParams(max_batch_size=4, max_delay_ms=2.0, graceful_timeout_s=5).model_dump()
+    hs = start_replicas(tiny_serving_dir(), serve, tmp_path, cores, 90, TEXTS[0])
+    try:
+        for h, cs in zip(hs, cores, strict=True):
+            proc = psutil.Process(h.pid)
+            # Every thread of each server, ONNX Runtime's pool included, runs on that replica's cores only.
+            assert {tuple(psutil.Process(h.pid).cpu_affinity())} == {tuple(cs)}
+            assert all(os.sched_getaffinity(t.id) == set(cs) for t in proc.threads())
+            assert yaml.safe_load(h.params_path.read_text())["serve"]["threads"] == 1
+        row = load_replicas(hs, TEXTS * 5, 3, 0.6, 0.1)
+    finally:
+        stops = [stop_server(h, timeout_s=15) for h in hs]
+    assert [s["exit_code"] for s in stops] == [0, 0]
+    assert row["clients_per_replica"] == [2, 1] and row["errors"] == 0 and row["requests"] > 0
+    assert row["throughput_rps"] > 0 and row["p99_ms"] == max(row["replica_p99_ms"])
+    single = [{**row, "throughput_rps": row["throughput_rps"] / 2}]
+    sec = replicas_section([row], single, cores, bare_rps=row["throughput_rps"] * 4, p99_target_ms=1e6)
+    assert sec["over_single"][0]["ratio"] == pytest.approx(2.0, abs=2e-3)
+    assert sec["best_concurrency"] == 3 and sec["replicas_over_bare"] == pytest.approx(0.25, abs=2e-3)
+    assert replicas_section([row], single, cores, None, p99_target_ms=0.001)["best_rps_within_p99"] is None

@@ -623,6 +623,18 @@ class DeployParams(_Section):
         1.0, gt=0, description="Goal: micro-batching / max batch 1 at every level from goal_min_gain_from up."
     )
     goal_min_gain_from: int = Field(4, ge=1, description="Lowest client level goal_min_gain applies to.")
+    replica_threads: int | None = Field(
+        1,
+        ge=1,
+        description="Also load-test serve.threads / replica_threads servers of this many threads each, every one "
+        "pinned to its own cores (pods of that CPU limit on one node), clients spread over them, beside the single "
+        "server at replica_levels. None, or a split that does not divide serve.threads: not measured.",
+    )
+    replica_levels: list[int] | None = Field(
+        None,
+        description="Client levels the replica split is measured at, interleaved with the single server there "
+        "(a subset of concurrency_levels). None: goal_gain_concurrency, when it is one of them.",
+    )
     sample_interval_s: float = Field(0.25, gt=0, le=5, description="Server RSS/CPU sampling period during load.")
     startup_timeout_s: float = Field(120.0, gt=0, description="Longest wait for a started server to report ready.")
     # -- image and manifests (kit/deploy/manifests.py)
@@ -719,6 +731,11 @@ class DeployParams(_Section):
             raise FieldCheckError(
                 "ratio_concurrency",
                 f"must be one of deploy.concurrency_levels {self.concurrency_levels}, got {self.ratio_concurrency}",
+            )
+        if self.replica_levels is not None and not set(self.replica_levels) <= set(self.concurrency_levels):
+            extra = sorted(set(self.replica_levels) - set(self.concurrency_levels))
+            raise FieldCheckError(
+                "replica_levels", f"must be a subset of deploy.concurrency_levels, not in it: {extra}"
             )
         if self.nobatch_levels is not None and not set(self.nobatch_levels) <= set(self.concurrency_levels):
             extra = sorted(set(self.nobatch_levels) - set(self.concurrency_levels))

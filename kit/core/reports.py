@@ -389,6 +389,19 @@ class ManifestCheck(_Part):
     schema_rows: list[dict[str, Any]]
 
 
+class ReplicaArm(_Part):
+    """The server's cores split into pinned replicas, measured beside the single server (kit.deploy.replicas)."""
+
+    replicas: int
+    threads_per_replica: int
+    cores: list[list[int]]
+    levels: list[dict[str, Any]]
+    over_single: list[dict[str, Any]]
+    best_rps_within_p99: float | None
+    best_concurrency: int | None
+    replicas_over_bare: float | None
+
+
 class ServeReport(StageReport):
     """reports/serve.json: the load test of `kit serve` (deploy stage); sizes the manifests, read by the cost stage.
 
@@ -420,5 +433,6 @@ class ServeReport(StageReport):
     levels: list[dict[str, Any]]
     nobatch_levels: list[dict[str, Any]]
     batching_gain: list[dict[str, Any]]
+    replicas: ReplicaArm | None = None
     plots: list[str] = []
     manifests: ManifestCheck | None = None

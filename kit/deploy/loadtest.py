@@ -14,6 +14,7 @@ import numpy as np
 from kit.deploy.bare import bare_benchmark, bare_grid, bare_section
 from kit.deploy.goals import judge_goals, saturated
 from kit.deploy.loadclient import load_level
+from kit.deploy.replicas import core_sets, load_replicas, replicas_section, start_replicas
 from kit.deploy.servers import ServerHandle, smoke_test, start_server, stop_server
 
 __all__ = ["bare_benchmark", "summarize", "run_loadtest", "texts_from_parquet"]
@@ -114,6 +115,8 @@ def run_loadtest(
     # Other work on the machine competes with the server; the load averages make that visible in the report.
     load_before = os.getloadavg()[0]
     servers: dict[str, ServerHandle] = {}
+    replicas: list[ServerHandle] = []
+    cores = core_sets(threads, d.replica_threads) if d.replica_threads else None
     report: dict[str, Any] = {}
     try:
         servers["batching"] = start_server(
@@ -122,14 +125,17 @@ def run_loadtest(
         servers["nobatch"] = start_server(
             model_dir, {**serve, "max_batch_size": 1}, work_dir, "nobatch", d.startup_timeout_s, probe_text=texts[0]
         )
+        if cores:
+            replicas = start_replicas(model_dir, serve, work_dir, cores, d.startup_timeout_s, texts[0])
         smoke = smoke_test(servers["batching"].url, texts, meta.labels)
         # The bare model in the server's session: same threads, same spinning.
         bare_model = OnnxTextClassifier(meta, threads, spinning=bool(serve.get("ort_spinning", False)))
-        runs, sweep = _run_plan(servers, bare_model, texts, serve, d, progress)
+        runs, sweep = _run_plan(servers, replicas, bare_model, texts, serve, d, progress)
         grace = float(serve.get("graceful_timeout_s", 30)) + 10
         stops = {k: stop_server(h, timeout_s=grace) for k, h in servers.items()}
+        stops |= {h.label: stop_server(h, timeout_s=grace) for h in replicas}
     finally:
-        for h in servers.values():
+        for h in [*servers.values(), *replicas]:
             if h.proc.poll() is None:
                 stop_server(h, timeout_s=10)
     report["model"] = {
@@ -151,6 +157,11 @@ def run_loadtest(
     report["levels"], report["nobatch_levels"] = levels, nobatch
     report["bare"] = bare_section(runs["bare"])
     report.update(summarize(levels, nobatch, report["bare"]["throughput_rps"], d.ratio_concurrency, d.p99_target_ms))
+    report["replicas"] = (
+        replicas_section(runs["replicas"], levels, cores, report["bare_throughput_rps"], d.p99_target_ms)
+        if cores
+        else None
+    )
     report["goals"] = judge_goals(report, d)
     report["targets"] = {g["name"]: g["met"] for g in report["goals"]}
     # The HTTP cost alone: the max-batch-1 server against the bare model at batch size 1.
@@ -165,32 +176,41 @@ def _nobatch_levels(deploy: Any) -> list[int]:
     return list(deploy.nobatch_levels if deploy.nobatch_levels is not None else deploy.concurrency_levels)
 
 
+def _replica_levels(deploy: Any) -> list[int]:
+    if deploy.replica_levels is not None:
+        return list(deploy.replica_levels)
+    return [deploy.goal_gain_concurrency] if deploy.goal_gain_concurrency in deploy.concurrency_levels else []
+
+
 def _run_plan(
     servers: dict[str, ServerHandle],
+    replicas: list[ServerHandle],
     model: Any,
     texts: list[str],
     serve: dict[str, Any],
     deploy: Any,
     progress: bool,
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
-    """The bare-model grid, then each level on both servers (which goes first alternates, so drift hits both sides
-    of a ratio alike), then the bare grid again. Above deploy.sweep_full_up_to a server's sweep stops once saturated.
+    """The bare-model grid, then each level on both servers and, at deploy.replica_levels, on the replicas (which
+    goes first alternates, so drift hits both sides of a ratio alike), then the bare grid again. Above
+    deploy.sweep_full_up_to a server's sweep stops once saturated (never before a replica level).
 
     Returns:
-        The rows by kind ("batching", "nobatch": load_level rows; "bare": bare_benchmark runs), and the sweep's
-        record: where each sweep stopped and which levels it skipped.
+        The rows by kind ("batching", "nobatch": load_level rows; "replicas": load_replicas rows; "bare":
+        bare_benchmark runs), and the sweep's record: where each sweep stopped and which levels it skipped.
     """
     from tqdm import tqdm
 
     d = deploy
     bs, threads = int(serve["max_batch_size"]), int(serve["threads"])
     nobatch_levels = set(_nobatch_levels(d))
-    required = {c for c in d.concurrency_levels if c <= d.sweep_full_up_to} | {d.ratio_concurrency}
+    replica_levels = set(_replica_levels(d)) if replicas else set()
+    required = {c for c in d.concurrency_levels if c <= d.sweep_full_up_to} | {d.ratio_concurrency} | replica_levels
     grid = bare_grid(list(d.bare_batch_sizes), bs)
-    runs: dict[str, list[dict[str, Any]]] = {"batching": [], "nobatch": [], "bare": []}
+    runs: dict[str, list[dict[str, Any]]] = {"batching": [], "nobatch": [], "replicas": [], "bare": []}
     stopped: dict[str, int | None] = {"batching": None, "nobatch": None}
     skipped: dict[str, list[int]] = {"batching": [], "nobatch": []}
-    total = 2 * len(grid) + len(d.concurrency_levels) + len(nobatch_levels)
+    total = 2 * len(grid) + len(d.concurrency_levels) + len(nobatch_levels) + len(replica_levels)
     bar = tqdm(total=total, desc="load test", disable=not progress, file=sys.stderr)
 
     def bare_pass() -> None:
@@ -202,8 +222,13 @@ def _run_plan(
     bare_pass()
     for i, c in enumerate(sorted(d.concurrency_levels)):
         kinds = ["batching", "nobatch"] if c in nobatch_levels else ["batching"]
+        kinds += ["replicas"] if c in replica_levels else []
         for kind in kinds if i % 2 == 0 else kinds[::-1]:
             bar.update()
+            if kind == "replicas":
+                bar.set_postfix_str(f"{len(replicas)} replicas c={c}")
+                runs["replicas"].append(load_replicas(replicas, texts, c, d.duration_s, d.warmup_s))
+                continue
             if stopped[kind] is not None and c not in required:
                 skipped[kind].append(c)
                 continue
@@ -241,6 +266,8 @@ def _config_section(
         "duration_s": d.duration_s,
         "warmup_s": d.warmup_s,
         "bare_seconds": d.bare_seconds,
+        "replica_threads": d.replica_threads,
+        "replica_levels": _replica_levels(d),
         "texts": n_texts,
         "cpu_count": psutil.cpu_count(),
         "load_avg_1m_before": round(load_before, 2),

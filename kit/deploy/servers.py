@@ -57,6 +57,7 @@ def start_server(
     timeout_s: float = 120.0,
     cwd: str | Path | None = None,
     probe_text: str = "hello",
+    cpus: list[int] | None = None,
 ) -> ServerHandle:
     """Start `kit serve MODEL_DIR` on a free loopback port with the given serve params; wait until /readyz is 200.
 
@@ -71,6 +72,7 @@ def start_server(
         timeout_s: longest wait for readiness.
         cwd: working directory of the server (default: current).
         probe_text: text of the first request.
+        cpus: cores to pin the server to, from its start (as a pod's CPU limit would hold it); None: any core.
 
     Returns:
         The running server.
@@ -94,7 +96,9 @@ def start_server(
     cmd = [sys.executable, "-m", "kit.serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
            "--params", str(params_path)]  # fmt: skip
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    # Pinned before the interpreter starts, so every thread it makes (ONNX Runtime's too) inherits the cores.
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, preexec_fn=pin)
     log.close()
     h = ServerHandle(proc, f"http://127.0.0.1:{port}", port, log_path, params_path, label=label)
     deadline = t0 + timeout_s
