@@ -180,7 +180,15 @@ def _cost(r: Report) -> str:
         f"Recommendation: **{rec['option']}**, {_num(rec['monthly_usd'], '${:,.2f}')}/month "
         f"({_num(rec['usd_per_million'], '${:,.3f}')} per 1M): {rec.get('reason', '')}\n\n"
     )
-    return out + _table(["option", "$/month", "$ per 1M", "p99 ms", "p99 holds"], rows)
+    out += _table(["option", "$/month", "$ per 1M", "p99 ms", "p99 holds"], rows)
+    if sizes := r.get("pod_sizes"):
+        out += "\nPod sizes measured (the options are priced with the first):\n\n" + _table(
+            ["vCPU", "texts/s", "per vCPU", "$ per 1M at full load", "always-on $/month", "deploy with"],
+            [[p["vcpus"], _num(p["texts_per_s"]), _num(p["texts_per_s_per_vcpu"]),
+              _num(p["usd_per_million_at_full_load"], "${:,.4f}"), _num(p["always_on_monthly_usd"], "${:,.2f}"),
+              f"`{p['deploy_with']}`"] for p in sizes],
+        )  # fmt: skip
+    return out
 
 
 RENDERERS: dict[str, Callable[[Report], str]] = {

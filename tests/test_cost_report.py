@@ -88,3 +88,32 @@ def test_importing_the_package_loads_no_heavy_module():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.split("\n")[:2] == ["[]", "False False"]
     assert "run_cost" in dir(importlib.import_module("kit.cost"))
+
+
+def test_pod_sizes_price_the_replica_arm_beside_the_deployed_pod(report):
+    from kit.cost.capacity import measure_capacity, replica_capacity
+    from kit.cost.report import _pod_sizes
+
+    serve = read_report(REPO / "reports/serve.json", ServeReport)
+    bench = read_report(REPO / "reports/bench.json", BenchReport)
+    prices = read_prices(REPO / "cost/prices.yaml")
+    inst = prices.instance(FAST.instance)
+    cap = measure_capacity(serve, bench, p99_objective_ms=FAST.traffic.p99_objective_ms)
+    big = report.pod_sizes[0]
+    assert big.priced and big.vcpus == cap.pod_vcpus and big.texts_per_s == pytest.approx(cap.pod_texts_per_s, abs=0.01)
+    # A text's cost at full load: the pod's share of the instance-hour over the texts it carries in that hour.
+    per_hour = inst.on_demand_usd_h / big.pods_per_node
+    assert big.usd_per_million_at_full_load == pytest.approx(per_hour / (big.texts_per_s * 3600) * 1e6, rel=1e-4)
+    assert big.always_on_monthly_usd == next(o.monthly_usd for o in report.options if o.name == "always_on")
+    rep = serve.replicas
+    if rep is None or rep.best_rps_within_p99 is None:
+        assert len(report.pod_sizes) == 1 and replica_capacity(serve, cap) is None
+    else:
+        small = report.pod_sizes[1]
+        assert not small.priced and small.vcpus == rep.threads_per_replica
+        assert small.texts_per_s == pytest.approx(rep.best_rps_within_p99 / rep.replicas, abs=0.01)
+        assert small.deploy_with == f"serve.threads: {rep.threads_per_replica}"
+        assert small.pods_per_node == inst.vcpu // rep.threads_per_replica
+    # A report without the arm (written before it, or deploy.replica_threads null): one size only.
+    bare = serve.model_copy(update={"replicas": None})
+    assert replica_capacity(bare, cap) is None and len(_pod_sizes(FAST, cap, bare, prices)) == 1

@@ -11,7 +11,14 @@ from kit.core.reports import BenchReport, ServeReport
 from kit.cost.errors import CostError
 from kit.cost.prices import InstancePrice
 
-__all__ = ["Capacity", "measure_capacity", "pods_per_instance", "instance_warnings", "SCALING_ASSUMPTION"]
+__all__ = [
+    "Capacity",
+    "measure_capacity",
+    "replica_capacity",
+    "pods_per_instance",
+    "instance_warnings",
+    "SCALING_ASSUMPTION",
+]
 
 SCALING_ASSUMPTION = (
     "throughput scales linearly with vCPUs by adding pods of the measured size (pods share nothing; Kubernetes "
@@ -86,6 +93,36 @@ def measure_capacity(serve: ServeReport, bench: BenchReport, *, p99_objective_ms
             "unbatched_ms": "reports/bench.json headline.p50_latency_ms (batch 1)",
             "scaling": SCALING_ASSUMPTION,
         },
+    )
+
+
+def replica_capacity(serve: ServeReport, cap: Capacity) -> Capacity | None:
+    """What one pod of the smaller size carries, from the load test's replica arm: the same cores split into pinned
+    servers (serve.json `replicas`), at its best level within the p99 objective. None when the arm was not measured
+    or no level of it met the objective.
+
+    Args:
+        serve: reports/serve.json.
+        cap: the measured pod (`measure_capacity`): memory, cold start and batch figures carry over.
+    """
+    rep = serve.replicas
+    if rep is None or rep.best_rps_within_p99 is None or rep.best_concurrency is None:
+        return None
+    level = next(r for r in rep.levels if r["concurrency"] == rep.best_concurrency)
+    return cap.model_copy(
+        update={
+            "pod_vcpus": rep.threads_per_replica,
+            "pod_texts_per_s": rep.best_rps_within_p99 / rep.replicas,
+            "pod_concurrency": max(1, rep.best_concurrency // rep.replicas),
+            "pod_p99_ms": float(level["p99_ms"]),
+            "sources": cap.sources
+            | {
+                "pod_texts_per_s": f"reports/serve.json replicas.best_rps_within_p99 / {rep.replicas} replicas "
+                f"(each pinned to {rep.threads_per_replica} core(s), at {rep.best_concurrency} clients in all)",
+                "pod_vcpus": "reports/serve.json replicas.threads_per_replica",
+                "pod_memory_mib": "reports/serve.json resources.rss_peak_mib (the larger pod's: an upper bound)",
+            },
+        }
     )
 
 

@@ -9,14 +9,14 @@ from pydantic import BaseModel
 
 from kit.core.reports import BenchReport, ServeReport, StageReport, TrainReport
 from kit.cost.breakeven import ChoiceChange, Crossover, Curves, choice_changes, cost_curves, crossovers
-from kit.cost.capacity import Capacity, instance_warnings, measure_capacity
+from kit.cost.capacity import Capacity, instance_warnings, measure_capacity, pods_per_instance, replica_capacity
 from kit.cost.compare import PricePoint, price_options, price_sensitivity, recommend
-from kit.cost.options import OptionCost
+from kit.cost.options import OptionCost, always_on, make_setup
 from kit.cost.prices import PriceSheet
 from kit.cost.settings import ASSUMPTIONS, CostSettings
 from kit.cost.training import TrainingCost, training_cost
 
-__all__ = ["Recommendation", "CostReport", "assemble_cost"]
+__all__ = ["Recommendation", "PodSize", "CostReport", "assemble_cost"]
 
 
 class Recommendation(BaseModel):
@@ -31,6 +31,45 @@ class Recommendation(BaseModel):
     by_price: list[PricePoint]
 
 
+class PodSize(BaseModel):
+    """One measured pod size on the chosen instance: what it carries per vCPU and what a text costs at full load.
+    The options are priced with the first (`priced`), the size the rendered manifests deploy."""
+
+    pod: str  # how it was measured
+    vcpus: int
+    texts_per_s: float
+    texts_per_s_per_vcpu: float
+    pods_per_node: int
+    usd_per_million_at_full_load: float  # the pod's share of the instance-hour over the texts it carries in an hour
+    always_on_monthly_usd: float  # the always-on option sized with this pod
+    priced: bool
+    deploy_with: str  # the setting that deploys pods of this size
+
+
+def _pod_sizes(settings: CostSettings, cap: Capacity, serve: ServeReport, prices: PriceSheet) -> list[PodSize]:
+    inst = prices.instance(settings.instance)
+    smaller = replica_capacity(serve, cap)
+    rep = serve.replicas
+    sizes = [(cap, "one server on all the load test's cores", f"serve.threads: {serve.config.serve.threads}", True)]
+    if smaller is not None and rep is not None:
+        how = f"{rep.replicas} pinned replicas of {rep.threads_per_replica} thread(s) on the same cores"
+        sizes.append((smaller, how, f"serve.threads: {rep.threads_per_replica}", False))
+    out = []
+    for c, how, setting, priced in sizes:
+        per_node = pods_per_instance(c, inst)
+        per_hour = inst.on_demand_usd_h / per_node
+        out.append(
+            PodSize(
+                pod=how, vcpus=c.pod_vcpus, texts_per_s=round(c.pod_texts_per_s, 2),
+                texts_per_s_per_vcpu=round(c.pod_texts_per_s / c.pod_vcpus, 2), pods_per_node=per_node,
+                usd_per_million_at_full_load=round(per_hour / (c.pod_texts_per_s * 3600) * 1e6, 6),
+                always_on_monthly_usd=always_on(make_setup(settings, c, prices)).monthly_usd, priced=priced,
+                deploy_with=setting,
+            )
+        )  # fmt: skip
+    return out
+
+
 class CostReport(StageReport):
     """reports/cost.json: the options priced at the traffic profile, break-even curves and points, training cost.
 
@@ -40,6 +79,7 @@ class CostReport(StageReport):
     settings: CostSettings
     prices: dict[str, str]  # row name -> "source (date)", plus "path"
     capacity: Capacity
+    pod_sizes: list[PodSize] = []  # the measured pod sizes side by side (the load test's replica arm)
     options: list[OptionCost]
     recommendation: Recommendation
     curves: Curves
@@ -107,6 +147,7 @@ def assemble_cost(
         settings=settings,
         prices=sources,
         capacity=cap,
+        pod_sizes=_pod_sizes(settings, cap, serve, prices),
         options=options,
         recommendation=_recommendation(
             options, choice_changes(curves), by_price, per_day=settings.traffic.requests_per_day

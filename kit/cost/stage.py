@@ -71,6 +71,9 @@ def run_cost(params: Params, root: str | Path) -> CostReport:
             f"cost.checkpoint_every_steps ({settings.checkpoint_every_steps}) is not finetune.save_steps "
             f"({params.finetune.save_steps}): the spot training cost prices another interval than the one trained with"
         )
+    for size in report.pod_sizes:
+        _say(f"pod of {size.vcpus} vCPU ({size.pod}): {size.texts_per_s_per_vcpu:,.1f} texts/s per vCPU, "
+             f"${size.usd_per_million_at_full_load:,.4f} per 1M at full load ({size.deploy_with})")  # fmt: skip
     rec = report.recommendation
     if rec.option is None:
         _say(rec.reason)
