@@ -412,3 +412,21 @@ def test_replicas_are_pinned_servers_sharing_the_load(tmp_path):
     assert sec["over_single"][0]["ratio"] == pytest.approx(2.0, abs=2e-3)
     assert sec["best_concurrency"] == 3 and sec["replicas_over_bare"] == pytest.approx(0.25, abs=2e-3)
     assert replicas_section([row], single, cores, None, p99_target_ms=0.001)["best_rps_within_p99"] is None
+
+
+def test_a_replica_that_will_not_start_stops_the_ones_already_running(monkeypatch):
+    import kit.deploy.replicas as rp
+
+    started, stopped = [], []
+
+    def fake_start(model_dir, serve, work_dir, label, timeout_s, probe_text, cpus):
+        if label == "replica1":
+            raise DeployError("kit serve (replica1) exited with 1 before ready")
+        started.append(label)
+        return label
+
+    monkeypatch.setattr(rp, "start_server", fake_start)
+    monkeypatch.setattr(rp, "stop_server", lambda h, timeout_s: stopped.append(h))
+    with pytest.raises(DeployError, match="replica1"):
+        rp.start_replicas("models/serving", {"threads": 2}, "work", [[0], [1]], 30, "hello")
+    assert started == stopped == ["replica0"]

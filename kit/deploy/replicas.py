@@ -10,7 +10,7 @@ from typing import Any
 
 from kit.core.errors import DeployError
 from kit.deploy.loadclient import load_level
-from kit.deploy.servers import ServerHandle, start_server
+from kit.deploy.servers import ServerHandle, start_server, stop_server
 
 __all__ = ["core_sets", "start_replicas", "load_replicas", "replicas_section"]
 
@@ -43,13 +43,22 @@ def start_replicas(
     probe_text: str,
 ) -> list[ServerHandle]:
     """One `kit serve` per core set, with `serve.threads` set to the set's size and pinned to it from its first
-    instruction on (every thread it starts, ONNX Runtime's included, inherits the affinity)."""
+    instruction on (every thread it starts, ONNX Runtime's included, inherits the affinity).
+
+    Raises:
+        DeployError: a replica would not start (the ones already started are stopped first).
+    """
     handles: list[ServerHandle] = []
-    for i, cs in enumerate(cores):
-        params = {**serve, "threads": len(cs)}
-        handles.append(
-            start_server(model_dir, params, work_dir, f"replica{i}", timeout_s, probe_text=probe_text, cpus=cs)
-        )
+    try:
+        for i, cs in enumerate(cores):
+            params = {**serve, "threads": len(cs)}
+            handles.append(
+                start_server(model_dir, params, work_dir, f"replica{i}", timeout_s, probe_text=probe_text, cpus=cs)
+            )
+    except BaseException:
+        for h in handles:
+            stop_server(h, timeout_s=10)
+        raise
     return handles
 
 
