@@ -106,8 +106,9 @@ def test_pod_sizes_price_the_replica_arm_beside_the_deployed_pod(report):
     assert big.usd_per_million_at_full_load == pytest.approx(per_hour / (big.texts_per_s * 3600) * 1e6, rel=1e-4)
     assert big.always_on_monthly_usd == next(o.monthly_usd for o in report.options if o.name == "always_on")
     rep = serve.replicas
+    objective = FAST.traffic.p99_objective_ms
     if rep is None or rep.best_rps_within_p99 is None:
-        assert len(report.pod_sizes) == 1 and replica_capacity(serve, cap) is None
+        assert len(report.pod_sizes) == 1 and replica_capacity(serve, cap, p99_objective_ms=objective) is None
     else:
         small = report.pod_sizes[1]
         assert not small.priced and small.vcpus == rep.threads_per_replica
@@ -116,4 +117,7 @@ def test_pod_sizes_price_the_replica_arm_beside_the_deployed_pod(report):
         assert small.pods_per_node == inst.vcpu // rep.threads_per_replica
     # A report without the arm (written before it, or deploy.replica_threads null): one size only.
     bare = serve.model_copy(update={"replicas": None})
-    assert replica_capacity(bare, cap) is None and len(_pod_sizes(FAST, cap, bare, prices)) == 1
+    assert replica_capacity(bare, cap, p99_objective_ms=objective) is None
+    assert len(_pod_sizes(FAST, cap, bare, prices)) == 1
+    # The smaller pod is judged by the cost stage's objective, as the larger one is: none of its levels met 1 ms.
+    assert replica_capacity(serve, cap, p99_objective_ms=1.0) is None

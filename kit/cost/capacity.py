@@ -44,15 +44,21 @@ class Capacity(BaseModel):
     sources: dict[str, str]
 
 
+def _fastest_within(levels: list[dict], objective_ms: float) -> dict | None:
+    """The level with the highest throughput whose p99 met the objective (None: none did)."""
+    ok = [lv for lv in levels if lv.get("p99_ms") is not None and lv["p99_ms"] <= objective_ms]
+    return max(ok, key=lambda lv: lv["throughput_rps"], default=None)
+
+
 def _best_level(serve: ServeReport, objective_ms: float) -> dict:
-    ok = [lv for lv in serve.levels if lv.get("p99_ms") is not None and lv["p99_ms"] <= objective_ms]
-    if not ok:
+    best = _fastest_within(serve.levels, objective_ms)
+    if best is None:
         low = min(lv["p99_ms"] for lv in serve.levels)
         raise CostError(
             f"reports/serve.json: levels: no load level met the p99 objective of {objective_ms:g} ms "
             f"(best p99 {low:g} ms): the objective cannot be met by this server"
         )
-    return max(ok, key=lambda lv: lv["throughput_rps"])
+    return best
 
 
 def measure_capacity(serve: ServeReport, bench: BenchReport, *, p99_objective_ms: float) -> Capacity:
@@ -96,29 +102,31 @@ def measure_capacity(serve: ServeReport, bench: BenchReport, *, p99_objective_ms
     )
 
 
-def replica_capacity(serve: ServeReport, cap: Capacity) -> Capacity | None:
+def replica_capacity(serve: ServeReport, cap: Capacity, *, p99_objective_ms: float) -> Capacity | None:
     """What one pod of the smaller size carries, from the load test's replica arm: the same cores split into pinned
-    servers (serve.json `replicas`), at its best level within the p99 objective. None when the arm was not measured
-    or no level of it met the objective.
+    servers (serve.json `replicas`), at its fastest level within the p99 objective, chosen as `measure_capacity`
+    chooses the larger pod's. None when the arm was not measured or no level of it met the objective.
 
     Args:
         serve: reports/serve.json.
         cap: the measured pod (`measure_capacity`): memory, cold start and batch figures carry over.
+        p99_objective_ms: the latency objective a level must meet to count.
     """
     rep = serve.replicas
-    if rep is None or rep.best_rps_within_p99 is None or rep.best_concurrency is None:
+    level = _fastest_within(rep.levels, p99_objective_ms) if rep is not None else None
+    if rep is None or level is None:
         return None
-    level = next(r for r in rep.levels if r["concurrency"] == rep.best_concurrency)
     return cap.model_copy(
         update={
             "pod_vcpus": rep.threads_per_replica,
-            "pod_texts_per_s": rep.best_rps_within_p99 / rep.replicas,
-            "pod_concurrency": max(1, rep.best_concurrency // rep.replicas),
+            "pod_texts_per_s": level["throughput_rps"] / rep.replicas,
+            "pod_concurrency": max(1, level["concurrency"] // rep.replicas),
             "pod_p99_ms": float(level["p99_ms"]),
             "sources": cap.sources
             | {
-                "pod_texts_per_s": f"reports/serve.json replicas.best_rps_within_p99 / {rep.replicas} replicas "
-                f"(each pinned to {rep.threads_per_replica} core(s), at {rep.best_concurrency} clients in all)",
+                "pod_texts_per_s": f"reports/serve.json replicas.levels[concurrency={level['concurrency']}]"
+                f".throughput_rps / {rep.replicas} replicas (each pinned to {rep.threads_per_replica} core(s); "
+                f"highest with p99 <= {p99_objective_ms:g} ms)",
                 "pod_vcpus": "reports/serve.json replicas.threads_per_replica",
                 "pod_memory_mib": "reports/serve.json resources.rss_peak_mib (the larger pod's: an upper bound)",
             },

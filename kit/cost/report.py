@@ -48,7 +48,7 @@ class PodSize(BaseModel):
 
 def _pod_sizes(settings: CostSettings, cap: Capacity, serve: ServeReport, prices: PriceSheet) -> list[PodSize]:
     inst = prices.instance(settings.instance)
-    smaller = replica_capacity(serve, cap)
+    smaller = replica_capacity(serve, cap, p99_objective_ms=settings.traffic.p99_objective_ms)
     rep = serve.replicas
     sizes = [(cap, "one server on all the load test's cores", f"serve.threads: {serve.config.serve.threads}", True)]
     if smaller is not None and rep is not None:
